@@ -1,0 +1,45 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HTMX_VERSION := 4.0.1
+VENDOR := web/static/vendor
+
+.PHONY: run test check format vendor screenshots clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(VENV)/.installed $@
+
+run: $(VENV)/.installed
+	$(BIN)/python -m web --host 127.0.0.1 --port 8000
+
+check: $(VENV)/.installed-test
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: $(VENV)/.installed-test
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: check
+	$(BIN)/python -m pytest
+
+# Retake the README's screenshots with the browser tests (needs Debian's chromium).
+screenshots: $(VENV)/.installed-test
+	SALA_SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest -q tests/browser/test_chat.py
+
+# Refresh the vendored htmx and its SSE extension from the npm package htmx.org.
+vendor:
+	tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent htmx.org@$(HTMX_VERSION) >/dev/null && tar xzf htmx.org-$(HTMX_VERSION).tgz && cd - >/dev/null && cp $$tmp/package/dist/htmx.min.js $(VENDOR)/htmx-$(HTMX_VERSION).min.js && cp $$tmp/package/dist/ext/hx-sse.js $(VENDOR)/hx-sse-$(HTMX_VERSION).js && rm -rf $$tmp
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,70 @@
+"""Table models: rooms and their timeline."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import DateTime, Index, String, TypeDecorator, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out; SQLite hands back naive datetimes otherwise."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given for a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class EntryKind(StrEnum):
+    MESSAGE = "message"
+    JOIN = "join"
+    LEAVE = "leave"
+
+
+class Room(SQLModel, table=True):
+    __table_args__: ClassVar[Any] = {"sqlite_autoincrement": True}
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(sa_type=String(6), unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Entry(SQLModel, table=True):
+    """One timeline entry; its id is the SSE event id and only ever grows."""
+
+    __table_args__: ClassVar[Any] = (
+        UniqueConstraint("room_id", "idempotency_key", name="uq_entry_room_key"),
+        Index("ix_entry_room_id_id", "room_id", "id"),
+        Index("ix_entry_room_author", "room_id", "author_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    room_id: int = Field(foreign_key="room.id")
+    kind: str = Field(sa_type=String(8))
+    author_name: str = Field(sa_type=String(32))
+    author_id: str = Field(sa_type=String(64))
+    body: str | None = Field(default=None)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    idempotency_key: str | None = Field(default=None, sa_type=String(64))

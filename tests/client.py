@@ -1,0 +1,243 @@
+"""Test clients: a person with a cookie jar, and an SSE reader that parses the stream."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self, TypeVar
+
+import anyio
+import httpx
+from anyio.abc import TaskGroup
+from bs4 import BeautifulSoup, Tag
+
+T = TypeVar("T")
+CODE_RE = re.compile(r"^/rooms/([A-Z]{6})$")
+
+
+@dataclass
+class SSEEvent:
+    data: str
+    id: str | None = None
+    event: str | None = None
+
+    @property
+    def html(self) -> BeautifulSoup:
+        return BeautifulSoup(self.data, "html.parser")
+
+    @property
+    def entry(self) -> Tag | None:
+        found = self.html.select_one("li.entry")
+        return found if isinstance(found, Tag) else None
+
+
+@dataclass
+class Entry:
+    id: int
+    kind: str
+    author: str
+    text: str | None
+    time: str
+
+
+def parse_entry(li: Tag) -> Entry:
+    classes: list[str] = list(li.get("class") or [])
+    kind = next(k for k in ("message", "join", "leave") if k in classes)
+    author = li.select_one(".author")
+    text = li.select_one(".text")
+    time = li.select_one("time")
+    assert author is not None and time is not None
+    return Entry(
+        id=int(str(li["id"]).removeprefix("entry-")),
+        kind=kind,
+        author=author.get_text(),
+        text=text.get_text() if text is not None else None,
+        time=str(time["datetime"]),
+    )
+
+
+def page_entries(html: str) -> list[Entry]:
+    return [parse_entry(li) for li in BeautifulSoup(html, "html.parser").select("li.entry")]
+
+
+@dataclass
+class Stream:
+    """Reads one SSE response in the background, keeping what it parsed."""
+
+    client: httpx.AsyncClient
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    events: list[SSEEvent] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
+    raw_lines: list[str] = field(default_factory=list)
+    retry: int | None = None
+    response: httpx.Response | None = None
+    ended: bool = False
+    error: BaseException | None = None
+    _tg: TaskGroup | None = None
+    _opened: anyio.Event = field(default_factory=anyio.Event)
+
+    async def __aenter__(self) -> Self:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._read)
+        with anyio.fail_after(10):
+            await self._opened.wait()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(exc_type, exc, tb)
+
+    async def close(self) -> None:
+        await self.__aexit__(None, None, None)
+
+    async def _read(self) -> None:
+        try:
+            async with self.client.stream("GET", self.url, headers=self.headers) as response:
+                self.response = response
+                self._opened.set()
+                if response.status_code != 200:
+                    await response.aread()
+                    return
+                await self._parse(response)
+            self.ended = True
+        except httpx.HTTPError as exc:
+            self.error = exc
+            self.ended = True
+        finally:
+            self._opened.set()
+
+    async def _parse(self, response: httpx.Response) -> None:
+        data: list[str] = []
+        event_id: str | None = None
+        name: str | None = None
+        async for line in response.aiter_lines():
+            self.raw_lines.append(line)
+            if line == "":
+                if data:
+                    self.events.append(SSEEvent("\n".join(data), event_id, name))
+                data, event_id, name = [], None, None
+            elif line.startswith(":"):
+                self.comments.append(line[1:].strip())
+            else:
+                key, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if key == "data":
+                    data.append(value)
+                elif key == "id":
+                    event_id = value
+                elif key == "event":
+                    name = value
+                elif key == "retry":
+                    self.retry = int(value)
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [parse_entry(e.entry) for e in self.events if e.entry is not None]
+
+    @property
+    def ids(self) -> list[int]:
+        return [e.id for e in self.entries]
+
+    @property
+    def presence(self) -> list[list[str]]:
+        """Member lists pushed, each as a list of names."""
+        lists = []
+        for event in self.events:
+            section = event.html.select_one("#members")
+            if section is not None:
+                lists.append([li.get_text() for li in section.select("li[data-author]")])
+        return lists
+
+    async def wait_for(self, check: Callable[[Stream], bool], timeout: float = 10) -> None:
+        with anyio.fail_after(timeout):
+            while not check(self):
+                if self.ended and not check(self):
+                    raise AssertionError(f"stream ended first: {self.raw_lines[-20:]}")
+                await anyio.sleep(0.01)
+
+    async def wait_entries(self, count: int, timeout: float = 10) -> list[Entry]:
+        await self.wait_for(lambda s: len(s.entries) >= count, timeout)
+        return self.entries
+
+    async def wait_end(self, timeout: float = 10) -> None:
+        with anyio.fail_after(timeout):
+            while not self.ended:
+                await anyio.sleep(0.01)
+
+
+async def eventually(
+    call: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 10
+) -> T:
+    """Call until `check` passes on the result; fail after `timeout` seconds."""
+    with anyio.fail_after(timeout):
+        while True:
+            result = await call()
+            if check(result):
+                return result
+            await anyio.sleep(0.05)
+
+
+class Person:
+    """Someone using Sala from a browser without JavaScript (plus htmx headers on demand)."""
+
+    def __init__(self, base_url: str, name: str) -> None:
+        self.name = name
+        self.client = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(10, read=30))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+
+    async def create_room(self) -> str:
+        response = await self.client.post("/", data={"name": self.name, "action": "create"})
+        assert response.status_code == 303, response.text
+        match = CODE_RE.match(response.headers["location"])
+        assert match, response.headers["location"]
+        return match.group(1)
+
+    async def join(self, code: str) -> httpx.Response:
+        return await self.client.post("/", data={"name": self.name, "code": code, "action": "join"})
+
+    async def say(
+        self, code: str, text: str, *, key: str | None = None, htmx: bool = True
+    ) -> httpx.Response:
+        data = {"text": text}
+        if key is not None:
+            data["idempotency_key"] = key
+        headers = {"HX-Request": "true"} if htmx else {}
+        return await self.client.post(f"/rooms/{code}/messages", data=data, headers=headers)
+
+    def stream(
+        self,
+        code: str,
+        *,
+        after: int | str | None = None,
+        last_event_id: int | str | None = None,
+        mode: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Stream:
+        params = []
+        if after is not None:
+            params.append(f"after={after}")
+        if mode is not None:
+            params.append(f"mode={mode}")
+        url = f"/rooms/{code}/events" + ("?" + "&".join(params) if params else "")
+        all_headers = dict(headers or {})
+        if last_event_id is not None:
+            all_headers["Last-Event-ID"] = str(last_event_id)
+        return Stream(self.client, url, all_headers)
+
+    async def page(self, code: str) -> httpx.Response:
+        return await self.client.get(f"/rooms/{code}")

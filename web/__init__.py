@@ -1,0 +1,1 @@
+"""Sala: a live chat room for the browser."""

@@ -1,0 +1,129 @@
+"""Fan-out of rendered events to a room's streams.
+
+The interface follows encode/broadcaster: `publish(room, event)` and
+`subscribe(room)`, an async context manager that gives each subscriber its own
+queue and removes it on the way out. Unlike broadcaster, queues are bounded: a
+subscriber that falls behind is closed, and its client resumes from its cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One SSE frame, encoded once for every subscriber."""
+
+    id: int | None  # the timeline entry id; None for presence updates
+    frame: bytes
+
+
+class SubscriptionClosed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Subscription:
+    __slots__ = ("_items", "_maxsize", "_waiter", "closed")
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[Event] = deque()
+        self._maxsize = maxsize
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed: str | None = None
+
+    def push(self, event: Event) -> None:
+        if self.closed is not None:
+            return
+        if len(self._items) >= self._maxsize:
+            self.close("overflow")
+            return
+        self._items.append(event)
+        self._wake()
+
+    def close(self, reason: str) -> None:
+        if self.closed is None:
+            self.closed = reason
+            # What was queued is dropped: the client resumes from its cursor.
+            self._items.clear()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self, wait_seconds: float) -> list[Event]:
+        """Everything queued (at least one event), or [] after `wait_seconds`."""
+        if not self._items and self.closed is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(max(wait_seconds, 0)):
+                    await self._waiter
+            except TimeoutError:
+                return []
+            finally:
+                self._waiter = None
+        if self.closed is not None:
+            raise SubscriptionClosed(self.closed)
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+
+class Broker(Protocol):
+    async def publish(self, room: str, event: Event) -> None: ...
+
+    def subscribe(self, room: str) -> AbstractAsyncContextManager[Subscription]: ...
+
+    def subscriber_count(self) -> int: ...
+
+    def close_all(self, reason: str) -> None: ...
+
+
+class MemoryBroker:
+    """One process: subscribers live in a dict of sets."""
+
+    def __init__(self, queue_size: int) -> None:
+        self._queue_size = queue_size
+        self._rooms: dict[str, set[Subscription]] = {}
+
+    async def publish(self, room: str, event: Event) -> None:
+        for subscription in tuple(self._rooms.get(room, ())):
+            subscription.push(event)
+
+    @asynccontextmanager
+    async def subscribe(self, room: str) -> AsyncIterator[Subscription]:
+        subscription = Subscription(self._queue_size)
+        self._rooms.setdefault(room, set()).add(subscription)
+        try:
+            yield subscription
+        finally:
+            # Synchronous on purpose: this runs in a cancelled scope on disconnect.
+            subscribers = self._rooms.get(room)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._rooms[room]
+
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._rooms.values())
+
+    def close_all(self, reason: str) -> None:
+        for subscribers in self._rooms.values():
+            for subscription in subscribers:
+                subscription.close(reason)
+
+
+def make_broker(url: str, *, queue_size: int) -> Broker:
+    scheme = url.split(":", 1)[0]
+    if scheme == "memory":
+        return MemoryBroker(queue_size)
+    raise ValueError(f"SALA_BROKER_URL: the {scheme!r} broker is not available yet")

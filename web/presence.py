@@ -1,0 +1,120 @@
+"""Who is in which room, with a grace period before anyone leaves.
+
+A member enters when their first stream in a room opens and leaves when their
+last stream has stayed closed for the grace period, so a refresh, a second tab
+or a reconnect makes no join/leave noise. Members inside the grace period still
+hold their name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+OnLeave = Callable[[str, str, str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Member:
+    name: str
+    streams: int = 0
+    leave_timer: asyncio.Task[None] | None = None
+
+
+class Presence:
+    def __init__(self, grace_seconds: float, on_leave: OnLeave) -> None:
+        self._grace = grace_seconds
+        self._on_leave = on_leave
+        self._rooms: dict[str, dict[str, _Member]] = {}
+
+    def connect(self, room: str, member_id: str, name: str) -> bool:
+        """Count one more stream; True when the member has just entered the room.
+
+        Synchronous, so the member is marked present before anything awaits the
+        join: two tabs opening together record one join.
+        """
+        members = self._rooms.setdefault(room, {})
+        member = members.get(member_id)
+        if member is None:
+            members[member_id] = _Member(name=name, streams=1)
+            return True
+        member.streams += 1
+        member.name = name
+        if member.leave_timer is not None:
+            member.leave_timer.cancel()
+            member.leave_timer = None
+        return False
+
+    def disconnect(self, room: str, member_id: str) -> None:
+        """Count one stream fewer. Synchronous: it runs in an already-cancelled scope."""
+        member = self._rooms.get(room, {}).get(member_id)
+        if member is None:
+            return
+        member.streams -= 1
+        if member.streams <= 0:
+            member.streams = 0
+            self._schedule_leave(room, member_id, member, self._grace)
+
+    def restore(self, room: str, member_id: str, name: str, grace_seconds: float) -> None:
+        """Someone the database says is in the room, from before a restart.
+
+        They hold their place (and their name) for `grace_seconds`; if they reconnect
+        by then there is no join noise, otherwise they leave as usual.
+        """
+        members = self._rooms.setdefault(room, {})
+        if member_id in members:
+            return
+        member = _Member(name=name)
+        members[member_id] = member
+        self._schedule_leave(room, member_id, member, grace_seconds)
+
+    def _schedule_leave(self, room: str, member_id: str, member: _Member, delay: float) -> None:
+        if member.leave_timer is not None:
+            member.leave_timer.cancel()
+        member.leave_timer = asyncio.get_running_loop().create_task(
+            self._leave_later(room, member_id, member, delay)
+        )
+
+    async def _leave_later(self, room: str, member_id: str, member: _Member, delay: float) -> None:
+        await asyncio.sleep(delay)
+        members = self._rooms.get(room)
+        if members is None or members.get(member_id) is not member or member.streams:
+            return
+        member.leave_timer = None
+        del members[member_id]
+        if not members:
+            del self._rooms[room]
+        try:
+            await self._on_leave(room, member_id, member.name)
+        except Exception:
+            logger.exception("could not record that %s left room %s", member_id, room)
+
+    def is_name_taken(self, room: str, name: str, member_id: str | None) -> bool:
+        wanted = name.casefold()
+        return any(
+            other_id != member_id and member.name.casefold() == wanted
+            for other_id, member in self._rooms.get(room, {}).items()
+        )
+
+    def members(self, room: str) -> list[tuple[str, str]]:
+        """(member id, name) of everyone present, by name."""
+        members = self._rooms.get(room, {})
+        return sorted(
+            ((member_id, m.name) for member_id, m in members.items()),
+            key=lambda pair: pair[1].casefold(),
+        )
+
+    def count(self) -> int:
+        return sum(len(members) for members in self._rooms.values())
+
+    def close(self) -> None:
+        """Cancel pending leaves at shutdown; the next start restores these members."""
+        for members in self._rooms.values():
+            for member in members.values():
+                if member.leave_timer is not None:
+                    member.leave_timer.cancel()
+                    member.leave_timer = None

@@ -1,0 +1,81 @@
+"""Templates and the SSE frames built from them."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader
+from starlette.templating import Jinja2Templates
+
+from db.models import Entry
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def make_templates(secret_key: str) -> Jinja2Templates:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    templates = Jinja2Templates(env=env)
+    templates.env.globals["author_tag"] = AuthorTagger(secret_key)
+    templates.env.filters["utc_iso"] = utc_iso
+    templates.env.filters["utc_clock"] = utc_clock
+    return templates
+
+
+def utc_iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def utc_clock(moment: datetime) -> str:
+    """What shows without JS; app.js rewrites it in the reader's time zone."""
+    return moment.astimezone(UTC).strftime("%H:%M UTC")
+
+
+class AuthorTagger:
+    """A stable, non-reversible tag of a member id: the fragment is shared by every reader."""
+
+    def __init__(self, secret_key: str) -> None:
+        self._key = hashlib.sha256(b"author-tag:" + secret_key.encode()).digest()
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, member_id: str) -> str:
+        tag = self._cache.get(member_id)
+        if tag is None:
+            digest = hmac.new(self._key, member_id.encode(), hashlib.sha256).hexdigest()
+            tag = self._cache[member_id] = digest[:16]
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+        return tag
+
+
+def render_entry(env: Environment, entry: Entry) -> str:
+    return env.get_template("_entry.html").render(entry=entry)
+
+
+def render_members(env: Environment, code: str, members: Iterable[tuple[str, str]]) -> str:
+    return env.get_template("_members.html").render(code=code, members=list(members), oob=True)
+
+
+def sse_frame(html: str, event_id: int | None = None) -> bytes:
+    """One SSE event: optional `id:` line, then the HTML as `data:` lines.
+
+    Never an empty `id:` line: it would reset the client's cursor.
+    """
+    lines = [f"id: {event_id}"] if event_id is not None else []
+    lines.extend("data: " + line for line in _LINE_BREAK.split(html.strip()))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def entry_frame(env: Environment, entry: Entry) -> bytes:
+    assert entry.id is not None
+    return sse_frame(render_entry(env, entry), entry.id)

@@ -1,0 +1,179 @@
+"""The room's SSE stream: cursor, replay, live, heartbeat, lifetime, presence.
+
+    request ──► retry + comment (at once)
+            ──► subscribe to the room (events queue up from here on)
+            ──► presence: count this stream; a first stream records a join
+            ──► replay from the database every entry after the cursor
+            ──► live: queued events, skipping ids already sent; heartbeats
+            ──► end: lifetime reached, poll answered, too slow, or shutdown
+
+Subscribing before the replay means nothing posted meanwhile is missed; the
+id check means nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import Response
+
+from db.models import EntryKind, Room
+from web.broker import Subscription, SubscriptionClosed
+from web.identity import Member, current_member
+from web.rendering import entry_frame
+from web.state import AppState, app_state
+from web.views import error_response, normalize_code, room_or_404
+
+REPLAY_BATCH = 500
+STREAM_HEADERS = {
+    "Cache-Control": "no-store, no-transform",
+    "X-Accel-Buffering": "no",
+}
+
+
+class _ShutdownSignal:
+    """Handed to EventSourceResponse as its `shutdown_event`: the library calls
+    `set()` when the server is stopping, and that ends our stream cleanly
+    instead of cancelling it mid-write."""
+
+    def __init__(self) -> None:
+        self.is_set = False
+        self.subscription: Subscription | None = None
+
+    def set(self) -> None:
+        self.is_set = True
+        if self.subscription is not None:
+            self.subscription.close("shutdown")
+
+
+@dataclass(frozen=True, slots=True)
+class _Cursor:
+    after: int | None
+
+
+def _parse_cursor(request: Request) -> _Cursor | str:
+    """Last-Event-ID wins over ?after= (htmx reconnects to the original URL)."""
+    header = request.headers.get("last-event-id", "").strip()
+    if header.isdigit():
+        return _Cursor(int(header))
+    after = request.query_params.get("after")
+    if after is None or after.strip() == "":
+        return _Cursor(None)
+    if not after.strip().isdigit():
+        return "The cursor (after=) must be a whole number of zero or more."
+    return _Cursor(int(after.strip()))
+
+
+async def room_events(request: Request) -> Response:
+    state = app_state(request)
+    code = normalize_code(request.path_params["code"])
+    member = current_member(request)
+    if member is None:
+        return error_response(request, 403, "Pick a name and join the room first.", code=code)
+    room = await room_or_404(request)
+    if isinstance(room, Response):
+        return room
+    cursor = _parse_cursor(request)
+    if isinstance(cursor, str):
+        return error_response(request, 400, cursor, code=code)
+    after = cursor.after
+    if after is not None:
+        # A cursor from beyond this database (another deployment, a reset) would
+        # make the stream skip every new id up to it: clamp it to what exists.
+        after = min(after, await state.store.max_entry_id())
+    poll = request.query_params.get("mode") == "poll"
+    signal = _ShutdownSignal()
+    return EventSourceResponse(
+        _events(state, room, member, after, poll, signal),
+        headers=STREAM_HEADERS,
+        ping=0,
+        sep="\n",
+        shutdown_event=signal,  # type: ignore[arg-type]
+        shutdown_grace_period=2.0,
+    )
+
+
+async def _events(
+    state: AppState,
+    room: Room,
+    member: Member,
+    after: int | None,
+    poll: bool,
+    signal: _ShutdownSignal,
+) -> AsyncIterator[bytes]:
+    settings = state.settings
+    started = time.monotonic()
+    if poll:
+        retry_ms = random.randint(100, 400)
+        deadline = started + settings.poll_wait_seconds
+    else:
+        retry_ms = random.randint(1000, 3000)
+        deadline = started + settings.stream_max_seconds * random.uniform(0.8, 1.0)
+    yield f"retry: {retry_ms}\n: sala room {room.code}\n\n".encode()
+
+    presence = state.presence
+    async with state.broker.subscribe(room.code) as subscription:
+        signal.subscription = subscription
+        if signal.is_set:
+            return
+        joined = presence.connect(room.code, member.id, member.name)
+        try:
+            yield state.timeline.presence_frame(room, presence)
+            if joined:
+                await state.timeline.append(
+                    room, kind=EntryKind.JOIN, author_id=member.id, author_name=member.name
+                )
+                await state.timeline.publish_presence(room, presence)
+
+            last_sent = after
+            sent_entries = False
+            while last_sent is not None:
+                assert room.id is not None
+                batch = await state.store.entries_after(
+                    room_id=room.id, after=last_sent, limit=REPLAY_BATCH
+                )
+                if not batch:
+                    break
+                yield b"".join(entry_frame(state.timeline.env, e) for e in batch)
+                sent_entries = True
+                last_sent = batch[-1].id
+                if len(batch) < REPLAY_BATCH:
+                    break
+            if poll and sent_entries:
+                return
+
+            last_write = time.monotonic()
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    return
+                wait = min(deadline, last_write + settings.heartbeat_seconds) - now
+                try:
+                    events = await subscription.get(wait)
+                except SubscriptionClosed:
+                    return
+                if not events:
+                    if time.monotonic() < deadline:
+                        yield b": heartbeat\n\n"
+                        last_write = time.monotonic()
+                    continue
+                frames = []
+                for event in events:
+                    if event.id is not None:
+                        if last_sent is not None and event.id <= last_sent:
+                            continue
+                        last_sent = event.id
+                    frames.append(event.frame)
+                if frames:
+                    yield b"".join(frames)
+                    last_write = time.monotonic()
+                    if poll:
+                        return
+        finally:
+            # Runs in a cancelled scope when the client goes: nothing here awaits.
+            presence.disconnect(room.code, member.id)
