@@ -76,6 +76,9 @@ class Stream:
     response: httpx.Response | None = None
     ended: bool = False
     error: BaseException | None = None
+    on_event: Callable[[SSEEvent], None] | None = None
+    wait_open: bool = True
+    _entries: list[Entry] = field(default_factory=list)
     _tg: TaskGroup | None = None
     _opened: anyio.Event = field(default_factory=anyio.Event)
 
@@ -83,8 +86,15 @@ class Stream:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._read)
-        with anyio.fail_after(10):
-            await self._opened.wait()
+        if self.wait_open:
+            try:
+                with anyio.fail_after(10):
+                    await self._opened.wait()
+            except BaseException as exc:
+                # Leave the task group properly even when cancelled while waiting.
+                self._tg.cancel_scope.cancel()
+                await self._tg.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
         return self
 
     async def __aexit__(
@@ -109,11 +119,10 @@ class Stream:
                     await response.aread()
                     return
                 await self._parse(response)
-            self.ended = True
         except httpx.HTTPError as exc:
             self.error = exc
-            self.ended = True
         finally:
+            self.ended = True
             self._opened.set()
 
     async def _parse(self, response: httpx.Response) -> None:
@@ -124,7 +133,13 @@ class Stream:
             self.raw_lines.append(line)
             if line == "":
                 if data:
-                    self.events.append(SSEEvent("\n".join(data), event_id, name))
+                    event = SSEEvent("\n".join(data), event_id, name)
+                    self.events.append(event)
+                    entry = event.entry
+                    if entry is not None:
+                        self._entries.append(parse_entry(entry))
+                    if self.on_event is not None:
+                        self.on_event(event)
                 data, event_id, name = [], None, None
             elif line.startswith(":"):
                 self.comments.append(line[1:].strip())
@@ -142,7 +157,7 @@ class Stream:
 
     @property
     def entries(self) -> list[Entry]:
-        return [parse_entry(e.entry) for e in self.events if e.entry is not None]
+        return self._entries
 
     @property
     def ids(self) -> list[int]:
@@ -164,6 +179,9 @@ class Stream:
                 if self.ended and not check(self):
                     raise AssertionError(f"stream ended first: {self.raw_lines[-20:]}")
                 await anyio.sleep(0.01)
+
+    async def wait_text(self, text: str, timeout: float = 10) -> None:
+        await self.wait_for(lambda s: text in [e.text for e in s.entries], timeout)
 
     async def wait_entries(self, count: int, timeout: float = 10) -> list[Entry]:
         await self.wait_for(lambda s: len(s.entries) >= count, timeout)
@@ -227,6 +245,7 @@ class Person:
         last_event_id: int | str | None = None,
         mode: str | None = None,
         headers: dict[str, str] | None = None,
+        wait_open: bool = True,
     ) -> Stream:
         params = []
         if after is not None:
@@ -237,7 +256,62 @@ class Person:
         all_headers = dict(headers or {})
         if last_event_id is not None:
             all_headers["Last-Event-ID"] = str(last_event_id)
-        return Stream(self.client, url, all_headers)
+        return Stream(self.client, url, all_headers, wait_open=wait_open)
 
     async def page(self, code: str) -> httpx.Response:
         return await self.client.get(f"/rooms/{code}")
+
+
+class Follower:
+    """Follows a room's stream as htmx 4 does: the original URL every time, reconnecting
+    after each end or failure with the last `id:` it saw as Last-Event-ID."""
+
+    def __init__(
+        self, client: httpx.AsyncClient, code: str, *, after: int, mode: str | None = None
+    ) -> None:
+        self.client = client
+        query = f"after={after}" + (f"&mode={mode}" if mode else "")
+        self.url = f"/rooms/{code}/events?{query}"
+        self.last_event_id: str | None = None
+        self.entries: list[Entry] = []
+        self.connections = 0
+        self.failures = 0
+        self._tg: TaskGroup | None = None
+
+    @property
+    def ids(self) -> list[int]:
+        return [e.id for e in self.entries]
+
+    async def __aenter__(self) -> Self:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._run)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+
+    async def _run(self) -> None:
+        while True:
+            headers = {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
+            stream = Stream(self.client, self.url, headers, on_event=self._take)
+            self.connections += 1
+            async with stream:
+                await stream.wait_end(timeout=3600)
+            ok = stream.response is not None and stream.response.status_code == 200
+            if not ok or stream.error is not None:
+                self.failures += 1
+            await anyio.sleep(0.05 if ok else 0.2)
+
+    def _take(self, event: SSEEvent) -> None:
+        if event.id:
+            self.last_event_id = event.id
+        if event.entry is not None:
+            self.entries.append(parse_entry(event.entry))
+
+    async def wait_for_ids(self, ids: list[int], timeout: float = 20) -> None:
+        with anyio.fail_after(timeout):
+            while not set(ids) <= set(self.ids):
+                await anyio.sleep(0.02)

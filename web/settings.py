@@ -48,6 +48,11 @@ class Settings:
         "Events a stream may have waiting before it counts as too slow and is "
         "disconnected (it resumes from its cursor).",
     )
+    send_timeout_seconds: float = _setting(
+        30.0,
+        "A stream whose client has not taken a write for this long is closed (it resumes "
+        "from its cursor), so a stalled reader holds nothing for long.",
+    )
     rate_limit_burst: int = _setting(
         20, "Messages a member may send in a burst before answers become 429."
     )

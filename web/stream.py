@@ -93,6 +93,7 @@ async def room_events(request: Request) -> Response:
         headers=STREAM_HEADERS,
         ping=0,
         sep="\n",
+        send_timeout=state.settings.send_timeout_seconds,
         shutdown_event=signal,  # type: ignore[arg-type]
         shutdown_grace_period=2.0,
     )
@@ -112,9 +113,10 @@ async def _events(
         retry_ms = random.randint(100, 400)
         deadline = started + settings.poll_wait_seconds
     else:
-        retry_ms = random.randint(1000, 3000)
+        # Reconnects come back well inside the presence grace: no join/leave noise.
+        ceiling = max(200, min(3000, int(settings.presence_grace_seconds * 500)))
+        retry_ms = random.randint(ceiling // 3, ceiling)
         deadline = started + settings.stream_max_seconds * random.uniform(0.8, 1.0)
-    yield f"retry: {retry_ms}\n: sala room {room.code}\n\n".encode()
 
     presence = state.presence
     async with state.broker.subscribe(room.code) as subscription:
@@ -123,7 +125,10 @@ async def _events(
             return
         joined = presence.connect(room.code, member.id, member.name)
         try:
-            yield state.timeline.presence_frame(room, presence)
+            # First bytes at once, before any database work: a comment, then `retry:`
+            # riding on the member list (htmx only reads `retry:` from an event with data).
+            head = f": sala room {room.code}\nretry: {retry_ms}\n".encode()
+            yield head + state.timeline.presence_frame(room, presence)
             if joined:
                 await state.timeline.append(
                     room, kind=EntryKind.JOIN, author_id=member.id, author_name=member.name

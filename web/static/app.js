@@ -48,6 +48,25 @@
     });
   }
 
+  // Sending: the field empties at once, as in any chat; whatever is typed while the
+  // message is on its way survives the fresh form the server sends back.
+  let typedMeanwhile = "";
+  const messageField = () => document.querySelector("#message-form [name=text]");
+  document.addEventListener("htmx:before:request", (event) => {
+    if (event.target.id !== "message-form") return;
+    const field = messageField();
+    if (field) field.value = "";
+  });
+  document.addEventListener("htmx:before:swap", (event) => {
+    const field = messageField();
+    typedMeanwhile = field && event.target.id === "message-form" ? field.value : "";
+  });
+  document.addEventListener("htmx:after:swap", () => {
+    const field = messageField();
+    if (field && typedMeanwhile && !field.value) field.value = typedMeanwhile;
+    typedMeanwhile = "";
+  });
+
   const timeline = document.getElementById("timeline");
   if (!timeline) return;
 
@@ -124,4 +143,51 @@
 
   scrollToBottom();
   lastHeight = timeline.scrollHeight;
+
+  // The live stream. Some proxies and antivirus products hold a response until it
+  // ends, so a stream never shows its first event; then switch to poll mode, where
+  // every response ends as soon as it has sent something and htmx reconnects with
+  // its cursor (Last-Event-ID), which works as long-polling.
+  const FIRST_EVENT_WITHIN_MS = 5000;
+  let heardFromServer = false;
+
+  function newestId() {
+    const entries = timeline.querySelectorAll(".entry[id^='entry-']");
+    const last = entries[entries.length - 1];
+    return last ? last.id.slice("entry-".length) : null;
+  }
+
+  function switchToPolling() {
+    const stream = document.getElementById("stream");
+    if (!stream || stream.dataset.mode === "poll") return;
+    const url = new URL(stream.getAttribute("hx-sse:connect"), location.href);
+    url.searchParams.set("mode", "poll");
+    const newest = newestId();
+    if (newest) url.searchParams.set("after", newest);
+    // The held request never answers: abort it and start over on a fresh element.
+    htmx.trigger(stream, "htmx:abort");
+    const polling = stream.cloneNode(false);
+    polling.setAttribute("hx-sse:connect", url.pathname + url.search);
+    polling.dataset.mode = "poll";
+    stream.replaceWith(polling);
+    htmx.process(polling);
+  }
+
+  if (document.getElementById("stream")) {
+    setTimeout(() => {
+      if (!heardFromServer) switchToPolling();
+    }, FIRST_EVENT_WITHIN_MS);
+  }
+
+  document.addEventListener("htmx:sse:before:message", (event) => {
+    heardFromServer = true;
+    // Never show an entry twice, whatever the network did. (The id htmx reports
+    // is the last one seen, also for id-less presence events: check the data.)
+    const message = event.detail && event.detail.message;
+    if (!message || !message.id) return;
+    const own = `id="entry-${message.id}"`;
+    if ((message.data || "").includes(own) && document.getElementById(`entry-${message.id}`)) {
+      event.detail.cancelled = true;
+    }
+  });
 })();
