@@ -67,6 +67,14 @@ def test_two_people_chat_live(browser: Browser, server: Server, screenshot_dir: 
         expect(bo.locator(".entry.message.mine .text")).to_have_text(
             "Thanks Ana <3 — this works through any proxy?"
         )
+        # Own messages sit on the right, other people's on the left.
+        timeline = ana.locator("#timeline").bounding_box()
+        mine = ana.locator(".entry.message.mine .bubble").first.bounding_box()
+        theirs = ana.locator(".entry.message:not(.mine) .bubble").first.bounding_box()
+        assert timeline and mine and theirs
+        assert mine["x"] + mine["width"] > timeline["x"] + timeline["width"] - 40
+        assert theirs["x"] < timeline["x"] + 40
+        assert mine["x"] > theirs["x"] + theirs["width"] / 2
         # Times are shown in each reader's own time zone.
         iso = ana.locator(".entry.message time").first.get_attribute("datetime")
         assert iso is not None
