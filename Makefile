@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 HTMX_VERSION := 4.0.1
 VENDOR := web/static/vendor
 
-.PHONY: run test check format vendor screenshots clean
+.PHONY: run test check format vendor screenshots bench bench-full clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ format: $(VENV)/.installed-test
 
 test: check
 	$(BIN)/python -m pytest
+
+# The benchmark against a bare asyncio baseline (bench/README.md): quick sizes, then full.
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m bench.run --quick
+
+bench-full: $(VENV)/.installed-test
+	$(BIN)/python -m bench.run
 
 # Retake the README's screenshots with the browser tests (needs Debian's chromium).
 screenshots: $(VENV)/.installed-test

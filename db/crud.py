@@ -77,6 +77,65 @@ def create_entry(
     return entry, True
 
 
+def create_entries(*, session: Session, entries: Sequence[Entry]) -> list[tuple[Entry, bool]]:
+    """Store a batch in one transaction (a group commit), in order.
+
+    Returns (entry, is_new) for each: an entry whose idempotency key was used
+    before (in the database or earlier in the batch) comes back as the stored one.
+    """
+    keyed = [e for e in entries if e.idempotency_key is not None]
+    existing: dict[tuple[int, str], Entry] = {}
+    if keyed:
+        query = select(Entry).where(
+            col(Entry.room_id).in_({e.room_id for e in keyed}),
+            col(Entry.idempotency_key).in_({e.idempotency_key for e in keyed}),
+        )
+        for found in session.exec(query).all():
+            assert found.idempotency_key is not None
+            existing[(found.room_id, found.idempotency_key)] = found
+    results: list[tuple[Entry, bool]] = []
+    fresh: list[Entry] = []
+    for entry in entries:
+        key = (entry.room_id, entry.idempotency_key) if entry.idempotency_key else None
+        if key is not None and key in existing:
+            results.append((existing[key], False))
+            continue
+        if key is not None:
+            existing[key] = entry
+        fresh.append(entry)
+        results.append((entry, True))
+    session.add_all(fresh)
+    try:
+        session.commit()
+    except IntegrityError:
+        # Another writer used one of the keys meanwhile: go one by one.
+        session.rollback()
+        return [
+            create_entry(
+                session=session,
+                room_id=e.room_id,
+                kind=EntryKind(e.kind),
+                author_id=e.author_id,
+                author_name=e.author_name,
+                body=e.body,
+                idempotency_key=e.idempotency_key,
+            )
+            for e in (_copy(e) for e in entries)
+        ]
+    return results
+
+
+def _copy(entry: Entry) -> Entry:
+    return Entry(
+        room_id=entry.room_id,
+        kind=entry.kind,
+        author_id=entry.author_id,
+        author_name=entry.author_name,
+        body=entry.body,
+        idempotency_key=entry.idempotency_key,
+    )
+
+
 def _entry_by_key(*, session: Session, room_id: int, key: str) -> Entry | None:
     query = select(Entry).where(Entry.room_id == room_id, Entry.idempotency_key == key)
     return session.exec(query).first()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any, TypeVar
 
 import anyio
@@ -13,9 +12,10 @@ from sqlmodel import Session
 
 from db import crud
 from db.engine import init_db, is_sqlite, make_engine
-from db.models import Entry, EntryKind, Room
+from db.models import Entry, Room
 
 T = TypeVar("T")
+ROOM_CACHE_SIZE = 100_000
 
 
 class Store:
@@ -25,6 +25,7 @@ class Store:
         # SQLite has one writer at a time: queue writes here rather than in busy_timeout.
         self._writes = CapacityLimiter(1 if is_sqlite(url) else 8)
         self._reads = CapacityLimiter(8)
+        self._rooms: dict[str, Room] = {}
 
     def init(self) -> None:
         init_db(self.engine)
@@ -40,31 +41,26 @@ class Store:
         return await anyio.to_thread.run_sync(call, limiter=limiter)
 
     async def create_room(self) -> Room:
-        return await self._run(self._writes, crud.create_room)
+        room = await self._run(self._writes, crud.create_room)
+        self._remember(room)
+        return room
 
     async def get_room(self, code: str) -> Room | None:
-        return await self._run(self._reads, crud.get_room, code=code)
+        # Rooms never change and are never deleted: once found, keep them at hand.
+        room = self._rooms.get(code)
+        if room is None:
+            room = await self._run(self._reads, crud.get_room, code=code)
+            if room is not None:
+                self._remember(room)
+        return room
 
-    async def create_entry(
-        self,
-        *,
-        room_id: int,
-        kind: EntryKind,
-        author_id: str,
-        author_name: str,
-        body: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> tuple[Entry, bool]:
-        fn = partial(
-            crud.create_entry,
-            room_id=room_id,
-            kind=kind,
-            author_id=author_id,
-            author_name=author_name,
-            body=body,
-            idempotency_key=idempotency_key,
-        )
-        return await self._run(self._writes, fn)
+    def _remember(self, room: Room) -> None:
+        if len(self._rooms) >= ROOM_CACHE_SIZE:
+            self._rooms.clear()
+        self._rooms[room.code] = room
+
+    async def create_entries(self, entries: Sequence[Entry]) -> list[tuple[Entry, bool]]:
+        return await self._run(self._writes, crud.create_entries, entries=entries)
 
     async def entries_after(self, *, room_id: int, after: int, limit: int) -> Sequence[Entry]:
         return await self._run(

@@ -63,19 +63,25 @@ class Subscription:
     async def get(self, wait_seconds: float) -> list[Event]:
         """Everything queued (at least one event), or [] after `wait_seconds`."""
         if not self._items and self.closed is None:
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            # A bare timer, not asyncio.timeout(): this runs once per delivery.
+            timer = loop.call_later(max(wait_seconds, 0), _expire, waiter)
             try:
-                async with asyncio.timeout(max(wait_seconds, 0)):
-                    await self._waiter
-            except TimeoutError:
-                return []
+                await waiter
             finally:
+                timer.cancel()
                 self._waiter = None
         if self.closed is not None:
             raise SubscriptionClosed(self.closed)
         items = list(self._items)
         self._items.clear()
         return items
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class Broker(Protocol):

@@ -24,6 +24,7 @@ def make_templates(secret_key: str) -> Jinja2Templates:
         autoescape=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # no stat() of the template file on every render
     )
     templates = Jinja2Templates(env=env)
     templates.env.globals["author_tag"] = AuthorTagger(secret_key)

@@ -13,26 +13,36 @@ id check means nothing is sent twice.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 import time
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
+import anyio
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Send
 
 from db.models import EntryKind, Room
 from web.broker import Subscription, SubscriptionClosed
 from web.identity import Member, current_member
 from web.rendering import entry_frame
+from web.security import SECURITY_HEADERS
 from web.state import AppState, app_state
 from web.views import error_response, normalize_code, room_or_404
+
+logger = logging.getLogger(__name__)
 
 REPLAY_BATCH = 500
 STREAM_HEADERS = {
     "Cache-Control": "no-store, no-transform",
     "X-Accel-Buffering": "no",
+    **SECURITY_HEADERS,
 }
 
 
@@ -70,6 +80,14 @@ def _parse_cursor(request: Request) -> _Cursor | str:
 
 
 async def room_events(request: Request) -> Response:
+    """The stream, or an error page; served outside the middleware stack (see app.py)."""
+    response = await _room_events(request)
+    if not isinstance(response, EventSourceResponse):
+        response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+async def _room_events(request: Request) -> Response:
     state = app_state(request)
     code = normalize_code(request.path_params["code"])
     member = current_member(request)
@@ -88,15 +106,80 @@ async def room_events(request: Request) -> Response:
         after = min(after, await state.store.max_entry_id())
     poll = request.query_params.get("mode") == "poll"
     signal = _ShutdownSignal()
-    return EventSourceResponse(
+    return _EventStream(
         _events(state, room, member, after, poll, signal),
+        stall_seconds=state.settings.send_timeout_seconds,
         headers=STREAM_HEADERS,
         ping=0,
         sep="\n",
-        send_timeout=state.settings.send_timeout_seconds,
-        shutdown_event=signal,  # type: ignore[arg-type]
+        shutdown_event=signal,
         shutdown_grace_period=2.0,
     )
+
+
+class _EventStream(EventSourceResponse):
+    """sse-starlette's response with a cheaper send loop.
+
+    The library wraps every send in its own cancel scope for `send_timeout`; per
+    delivered event that cost more than the send itself. Here one scope covers
+    the whole stream, and a watchdog (one task per process) cancels a stream
+    whose current send has been stuck for `stall_seconds`: a reader that stopped
+    reading. Its client reconnects with its cursor and loses nothing.
+    """
+
+    def __init__(self, *args: Any, stall_seconds: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stall_seconds = stall_seconds
+        self.sending_since: float | None = None
+        self.stream_scope: anyio.CancelScope | None = None
+
+    async def _stream_response(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        loop = asyncio.get_running_loop()
+        with anyio.CancelScope() as scope:
+            self.stream_scope = scope
+            _watch(self)
+            try:
+                async for chunk in self.body_iterator:
+                    self.sending_since = loop.time()
+                    message = {"type": "http.response.body", "body": chunk, "more_body": True}
+                    await send(message)
+                    self.sending_since = None
+            finally:
+                _WATCHED.discard(self)
+        if scope.cancelled_caught:
+            # The reader stopped reading: drop the connection rather than wait on it.
+            logger.info("closed a stream whose reader stalled for %ss", self.stall_seconds)
+            return
+        async with self._send_lock:
+            self.active = False
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+_WATCHED: weakref.WeakSet[_EventStream] = weakref.WeakSet()
+_watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _watch(stream: _EventStream) -> None:
+    _WATCHED.add(stream)
+    loop = asyncio.get_running_loop()
+    if loop not in _watchdogs:
+        _watchdogs[loop] = loop.create_task(_watchdog())
+
+
+async def _watchdog() -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(1)
+        now = loop.time()
+        for stream in list(_WATCHED):
+            since = stream.sending_since
+            if since is not None and now - since > stream.stall_seconds and stream.stream_scope:
+                stream.stream_scope.cancel()
 
 
 async def _events(

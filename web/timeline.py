@@ -1,9 +1,16 @@
-"""Appending to a room's timeline: store, render once, publish, in id order."""
+"""Appending to a room's timeline: store, render once, publish, in id order.
+
+One writer task takes every pending append, stores the batch in one transaction
+(a group commit: SQLite has one writer anyway), then publishes the new entries in
+id order. Ids therefore reach subscribers in order, which matters: a stream skips
+ids it has already sent, and would drop one that came late.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import weakref
+import logging
+from dataclasses import dataclass
 
 from jinja2 import Environment
 
@@ -13,21 +20,25 @@ from web.broker import Broker, Event
 from web.presence import Presence
 from web.rendering import entry_frame, render_members, sse_frame
 
+logger = logging.getLogger(__name__)
+
+BATCH_MAX = 200
+
+
+@dataclass(slots=True)
+class _Append:
+    room: Room
+    entry: Entry
+    done: asyncio.Future[tuple[Entry, bool]]
+
 
 class Timeline:
     def __init__(self, *, store: Store, broker: Broker, env: Environment) -> None:
         self.store = store
         self.broker = broker
         self.env = env
-        # Insert and publish under one lock per room, so ids reach subscribers in
-        # order; a stream skips ids it has already sent and would drop a late one.
-        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    def _lock(self, room_id: int) -> asyncio.Lock:
-        lock = self._locks.get(room_id)
-        if lock is None:
-            lock = self._locks[room_id] = asyncio.Lock()
-        return lock
+        self._pending: list[_Append] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def append(
         self,
@@ -41,19 +52,48 @@ class Timeline:
     ) -> tuple[Entry, bool]:
         """Store an entry and publish it; (entry, False) when the key was seen before."""
         assert room.id is not None
-        async with self._lock(room.id):
-            entry, created = await self.store.create_entry(
-                room_id=room.id,
-                kind=kind,
-                author_id=author_id,
-                author_name=author_name,
-                body=body,
-                idempotency_key=idempotency_key,
+        entry = Entry(
+            room_id=room.id,
+            kind=kind.value,
+            author_id=author_id,
+            author_name=author_name,
+            body=body,
+            idempotency_key=idempotency_key,
+        )
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[Entry, bool]] = loop.create_future()
+        self._pending.append(_Append(room, entry, done))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write())
+        # Shielded: a client that goes away mid-post does not unstore its message.
+        return await asyncio.shield(done)
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:BATCH_MAX], self._pending[BATCH_MAX:]
+            try:
+                results = await self.store.create_entries([a.entry for a in batch])
+            except Exception as exc:
+                logger.exception("could not store %d entries", len(batch))
+                for append in batch:
+                    if not append.done.done():
+                        append.done.set_exception(exc)
+                continue
+            published = sorted(
+                (
+                    (entry, append)
+                    for append, (entry, new) in zip(batch, results, strict=True)
+                    if new
+                ),
+                key=lambda pair: pair[0].id or 0,
             )
-            if created:
-                event = Event(id=entry.id, frame=entry_frame(self.env, entry))
-                await self.broker.publish(room.code, event)
-        return entry, created
+            for entry, append in published:
+                await self.broker.publish(
+                    append.room.code, Event(entry.id, entry_frame(self.env, entry))
+                )
+            for append, result in zip(batch, results, strict=True):
+                if not append.done.done():
+                    append.done.set_result(result)
 
     def presence_frame(self, room: Room, presence: Presence) -> bytes:
         return sse_frame(render_members(self.env, room.code, presence.members(room.code)))

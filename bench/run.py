@@ -1,0 +1,389 @@
+"""Sala's benchmark, with a bare asyncio baseline measured in the same run.
+
+    python -m bench.run --quick          # what `make bench` runs: small sizes, a minute or two
+    python -m bench.run                  # full sizes: 10k/19.5k idle streams, 5,000 subscribers
+    python -m bench.run --only fanout    # one scenario: idle, fanout, rooms, posting
+
+Servers run as subprocesses on free ports (Sala on a fresh SQLite file, with the
+rate limit off: the load comes from a few members); the load client runs in this
+process. Results go to bench/results.json and a table on stdout. Ratios are
+baseline ÷ Sala for costs (CPU per delivery, latency): 1.0 is as cheap as the bare
+server, 0.25 is four times its cost; and Sala ÷ baseline for throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.loadgen import (
+    Poster,
+    Recorder,
+    cpu_seconds,
+    open_streams,
+    percentile,
+    rss_bytes,
+    session_cookie,
+)
+
+HOST = "127.0.0.1"
+PAD = "x" * 100
+RESULTS = Path(__file__).parent / "results.json"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Target:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def start(name: str, workdir: Path) -> Target:
+    port = _free_port()
+    if name == "sala":
+        env = {
+            **os.environ,
+            "SALA_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
+            "SALA_RATE_LIMIT_PER_SECOND": "0",
+            "SALA_STREAM_MAX_SECONDS": "3600",
+            "SALA_SUBSCRIBER_QUEUE_SIZE": "10000",
+        }
+        cmd = [sys.executable, "-m", "web", "--port", str(port), "--log-level", "warning"]
+    else:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        cmd = [sys.executable, "-m", "bench.baseline", "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://{HOST}:{port}/healthz", timeout=1).status_code == 200:
+                return Target(name, proc, port)
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"{name} did not start")
+
+
+async def _member(target: Target, name: str = "Bench") -> tuple[str, str]:
+    """A session cookie and a new room code."""
+    if target.name == "baseline":
+        return "", f"R{random.randrange(10**9)}"
+    return await _create_room(target, "", name)
+
+
+async def _new_room(target: Target, cookie: str) -> str:
+    if target.name == "baseline":
+        return f"R{random.randrange(10**9)}"
+    _, code = await _create_room(target, cookie, "Bench")
+    return code
+
+
+async def _create_room(target: Target, cookie: str, name: str) -> tuple[str, str]:
+    poster = Poster(HOST, target.port, cookie)
+    status, answer = await poster.post("/", f"name={name}&action=create", htmx=False)
+    poster.close()
+    assert status == 303, answer[:300]
+    location = next(line for line in answer.split(b"\r\n") if line.lower().startswith(b"location:"))
+    return session_cookie(answer) or cookie, location.decode().rsplit("/", 1)[-1].strip()
+
+
+async def _wait(check: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(check())
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+# -- scenarios -----------------------------------------------------------------
+
+
+async def idle(target: Target, count: int) -> dict[str, Any]:
+    cookie, code = await _member(target)
+    recorder = Recorder()
+    before = rss_bytes(target.pid)
+    transports = await open_streams(
+        HOST, target.port, [f"/rooms/{code}/events"] * count, cookie, recorder
+    )
+    await _wait(lambda: len(recorder.first_event) >= count, 60)
+    await asyncio.sleep(2)
+    held = recorder.opened - recorder.closed
+    after = rss_bytes(target.pid)
+    for transport in transports:
+        transport.close()
+    await asyncio.sleep(2)
+    return {
+        "streams": count,
+        "held": held,
+        "first_event_p50_ms": _ms(percentile(recorder.first_event, 50)),
+        "first_event_p99_ms": _ms(percentile(recorder.first_event, 99)),
+        "memory_per_stream_kb": round((after - before) / max(held, 1) / 1024, 2),
+    }
+
+
+async def fanout(target: Target, subscribers: int, rate: float, seconds: float) -> dict[str, Any]:
+    cookie, code = await _member(target)
+    recorder = Recorder()
+    transports = await open_streams(
+        HOST, target.port, [f"/rooms/{code}/events"] * subscribers, cookie, recorder
+    )
+    await _wait(lambda: len(recorder.first_event) >= subscribers, 60)
+    await asyncio.sleep(1)
+    poster = Poster(HOST, target.port, cookie)
+    await poster.connect()
+    messages = max(1, int(rate * seconds))
+    cpu_before = cpu_seconds(target.pid)
+    started = time.monotonic()
+    for seq in range(messages):
+        due = started + seq / rate
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        recorder.post_times[seq] = time.monotonic()
+        status, _ = await poster.post(f"/rooms/{code}/messages", f"text=m{seq} {PAD}")
+        assert status == 200, status
+    expected = subscribers * messages
+    await _wait(lambda: recorder.deliveries() >= expected, 30)
+    cpu = cpu_seconds(target.pid) - cpu_before
+    last_arrival = max((max(t) for t in recorder.arrivals.values()), default=started)
+    poster.close()
+    for transport in transports:
+        transport.close()
+    to_last = [max(recorder.arrivals[s]) - recorder.post_times[s] for s in recorder.arrivals]
+    delivered = recorder.deliveries()
+    await asyncio.sleep(1)
+    return {
+        "subscribers": subscribers,
+        "rate_per_s": rate,
+        "messages": messages,
+        "delivered_ratio": round(delivered / expected, 4),
+        "to_last_subscriber_p50_ms": _ms(percentile(to_last, 50)),
+        "to_last_subscriber_p99_ms": _ms(percentile(to_last, 99)),
+        "deliveries_per_s": round(delivered / max(last_arrival - started, 1e-9), 1),
+        "cpu_us_per_delivery": round(cpu * 1e6 / max(delivered, 1), 2),
+    }
+
+
+async def rooms(
+    target: Target, count: int, per_room: int, rate: float, seconds: float
+) -> dict[str, Any]:
+    cookie, _ = await _member(target)
+    codes = [await _new_room(target, cookie) for _ in range(count)]
+    recorder = Recorder()
+    paths = [f"/rooms/{code}/events" for code in codes for _ in range(per_room)]
+    transports = await open_streams(HOST, target.port, paths, cookie, recorder)
+    await _wait(lambda: len(recorder.first_event) >= len(paths), 120)
+    await asyncio.sleep(1)
+    posters: asyncio.Queue[Poster] = asyncio.Queue()
+    for _ in range(32):
+        poster = Poster(HOST, target.port, cookie)
+        await poster.connect()
+        posters.put_nowait(poster)
+    weights = [1 / (i + 1) for i in range(count)]  # Zipf: a few busy rooms, a long tail
+    post_latency: list[float] = []
+
+    async def post(seq: int, code: str) -> None:
+        poster = await posters.get()
+        recorder.post_times[seq] = time.monotonic()
+        status, _ = await poster.post(f"/rooms/{code}/messages", f"text=m{seq} {PAD}")
+        post_latency.append(time.monotonic() - recorder.post_times[seq])
+        posters.put_nowait(poster)
+        assert status == 200, status
+
+    messages = int(rate * seconds)
+    started = time.monotonic()
+    tasks = []
+    for seq, code in enumerate(random.choices(codes, weights, k=messages)):
+        await asyncio.sleep(max(0.0, started + seq / rate - time.monotonic()))
+        tasks.append(asyncio.create_task(post(seq, code)))
+    await asyncio.gather(*tasks)
+    expected = messages * per_room
+    await _wait(lambda: recorder.deliveries() >= expected, 30)
+    delivery = [
+        arrival - recorder.post_times[seq]
+        for seq, arrivals in recorder.arrivals.items()
+        for arrival in arrivals
+    ]
+    while not posters.empty():
+        posters.get_nowait().close()
+    for transport in transports:
+        transport.close()
+    await asyncio.sleep(2)
+    return {
+        "rooms": count,
+        "per_room": per_room,
+        "posts_per_s_asked": rate,
+        "posts_per_s_done": round(messages / (time.monotonic() - started), 1),
+        "post_p99_ms": _ms(percentile(post_latency, 99)),
+        "delivery_p50_ms": _ms(percentile(delivery, 50)),
+        "delivery_p99_ms": _ms(percentile(delivery, 99)),
+        "delivered_ratio": round(recorder.deliveries() / max(expected, 1), 4),
+    }
+
+
+async def posting(target: Target, concurrency: int, seconds: float) -> dict[str, Any]:
+    cookie, code = await _member(target)
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+
+    async def worker(n: int) -> None:
+        poster = Poster(HOST, target.port, cookie)
+        await poster.connect()
+        seq = 0
+        while time.monotonic() < deadline:
+            began = time.monotonic()
+            status, _ = await poster.post(f"/rooms/{code}/messages", f"text=p{n}-{seq} {PAD}")
+            latencies.append(time.monotonic() - began)
+            assert status == 200, status
+            seq += 1
+        poster.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    took = time.monotonic() - started
+    return {
+        "concurrency": concurrency,
+        "posts_per_s": round(len(latencies) / took, 1),
+        "post_p50_ms": _ms(percentile(latencies, 50)),
+        "post_p99_ms": _ms(percentile(latencies, 99)),
+    }
+
+
+# -- the run -------------------------------------------------------------------
+
+SIZES = {
+    "quick": {
+        "idle": [2000],
+        "fanout": [(1, 10), (100, 10), (1000, 1), (1000, 10)],
+        "fanout_seconds": 3,
+        "rooms": (100, 10, 200),
+        "rooms_seconds": 3,
+        "posting": [1, 16, 64],
+        "posting_seconds": 3,
+    },
+    "full": {
+        "idle": [10000, 19500],
+        "fanout": [(s, r) for s in (1, 100, 1000, 5000) for r in (1, 10)],
+        "fanout_seconds": 10,
+        "rooms": (1000, 10, 1000),
+        "rooms_seconds": 10,
+        "posting": [1, 16, 64],
+        "posting_seconds": 10,
+    },
+}
+COSTS = ("ms", "cpu_us")  # smaller is better: ratio = baseline / sala
+
+
+def _ratios(sala: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in sala.items():
+        other = base.get(key)
+        if not isinstance(value, (int, float)) or not isinstance(other, (int, float)):
+            continue
+        if key in ("subscribers", "rate_per_s", "messages", "streams", "rooms", "per_room"):
+            continue
+        if key in ("concurrency", "posts_per_s_asked"):
+            continue
+        if any(part in key for part in COSTS):
+            out[key] = round(other / value, 3) if value else float("nan")
+        elif "per_s" in key or key == "held":
+            out[key] = round(value / other, 3) if other else float("nan")
+    return out
+
+
+async def run_scenario(name: str, target: Target, sizes: dict[str, Any]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    if name == "idle":
+        for count in sizes["idle"]:
+            results.append(await idle(target, count))
+    elif name == "fanout":
+        for subscribers, rate in sizes["fanout"]:
+            results.append(await fanout(target, subscribers, rate, sizes["fanout_seconds"]))
+    elif name == "rooms":
+        count, per_room, rate = sizes["rooms"]
+        results.append(await rooms(target, count, per_room, rate, sizes["rooms_seconds"]))
+    elif name == "posting":
+        for concurrency in sizes["posting"]:
+            results.append(await posting(target, concurrency, sizes["posting_seconds"]))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes (make bench)")
+    parser.add_argument("--only", choices=["idle", "fanout", "rooms", "posting"], action="append")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    sizes = SIZES["quick" if args.quick else "full"]
+    scenarios = args.only or ["idle", "fanout", "rooms", "posting"]
+    report: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "profile": "quick" if args.quick else "full",
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "scenarios": {},
+    }
+    for scenario in scenarios:
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for name in ("baseline", "sala"):
+            with tempfile.TemporaryDirectory() as tmp:
+                target = start(name, Path(tmp))
+                try:
+                    rows[name] = asyncio.run(run_scenario(scenario, target, sizes))
+                finally:
+                    target.stop()
+        report["scenarios"][scenario] = [
+            {"sala": s, "baseline": b, "ratio": _ratios(s, b)}
+            for s, b in zip(rows["sala"], rows["baseline"], strict=True)
+        ]
+        print(f"== {scenario}", flush=True)
+        for row in report["scenarios"][scenario]:
+            print(json.dumps(row), flush=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
