@@ -31,12 +31,14 @@ class SubscriptionClosed(Exception):
 
 
 class Subscription:
-    __slots__ = ("_items", "_maxsize", "_waiter", "closed")
+    __slots__ = ("_items", "_maxsize", "_timer", "_timer_at", "_waiter", "closed")
 
     def __init__(self, maxsize: int) -> None:
         self._items: deque[Event] = deque()
         self._maxsize = maxsize
         self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self.closed: str | None = None
 
     def push(self, event: Event) -> None:
@@ -53,6 +55,13 @@ class Subscription:
             self.closed = reason
             # What was queued is dropped: the client resumes from its cursor.
             self._items.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._wake()
+
+    def _on_timer(self) -> None:
+        # Forget the timer once it has fired (possibly a hair early): never reuse it.
+        self._timer = None
         self._wake()
 
     def _wake(self) -> None:
@@ -60,28 +69,31 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def get(self, wait_seconds: float) -> list[Event]:
-        """Everything queued (at least one event), or [] after `wait_seconds`."""
+    async def get(self, until: float) -> list[Event]:
+        """Everything queued (at least one event), or [] at loop time `until`.
+
+        The timer is kept while `until` stays the same, so waiting for event after
+        event costs no new timer each time (this runs once per delivery).
+        """
         if not self._items and self.closed is None:
             loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            # A bare timer, not asyncio.timeout(): this runs once per delivery.
-            timer = loop.call_later(max(wait_seconds, 0), _expire, waiter)
+            if until <= loop.time():
+                return []
+            if self._timer is None or self._timer_at != until:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(until, self._on_timer)
+                self._timer_at = until
+            self._waiter = loop.create_future()
             try:
-                await waiter
+                await self._waiter
             finally:
-                timer.cancel()
                 self._waiter = None
         if self.closed is not None:
             raise SubscriptionClosed(self.closed)
         items = list(self._items)
         self._items.clear()
         return items
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class Broker(Protocol):

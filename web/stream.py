@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import anyio
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 from db.models import EntryKind, Room
 from web.broker import Subscription, SubscriptionClosed
@@ -47,9 +46,8 @@ STREAM_HEADERS = {
 
 
 class _ShutdownSignal:
-    """Handed to EventSourceResponse as its `shutdown_event`: the library calls
-    `set()` when the server is stopping, and that ends our stream cleanly
-    instead of cancelling it mid-write."""
+    """Set when the server is stopping: ends the stream cleanly (its subscription
+    closes) instead of cancelling it mid-write."""
 
     def __init__(self) -> None:
         self.is_set = False
@@ -109,53 +107,77 @@ async def _room_events(request: Request) -> Response:
     return _EventStream(
         _events(state, room, member, after, poll, signal),
         stall_seconds=state.settings.send_timeout_seconds,
+        signal=signal,
         headers=STREAM_HEADERS,
         ping=0,
         sep="\n",
-        shutdown_event=signal,
-        shutdown_grace_period=2.0,
     )
 
 
 class _EventStream(EventSourceResponse):
-    """sse-starlette's response with a cheaper send loop.
+    """sse-starlette's response, lighter per stream and per send.
 
-    The library wraps every send in its own cancel scope for `send_timeout`; per
-    delivered event that cost more than the send itself. Here one scope covers
-    the whole stream, and a watchdog (one task per process) cancels a stream
-    whose current send has been stuck for `stall_seconds`: a reader that stopped
+    The library gives every stream four tasks (stream, ping, shutdown watch,
+    disconnect watch) and wraps every send in its own cancel scope; at thousands
+    of streams that was most of the memory per stream and most of the CPU per
+    delivered event. Here a stream runs in its request's task with one helper
+    task that watches for the client going away. One task per process (the
+    watchdog) does the rest: on server shutdown it signals every stream to end
+    (the library's own shutdown detection), and it cancels a stream whose
+    current send has been stuck for `stall_seconds`, i.e. a reader that stopped
     reading. Its client reconnects with its cursor and loses nothing.
     """
 
-    def __init__(self, *args: Any, stall_seconds: float, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, stall_seconds: float, signal: _ShutdownSignal, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.stall_seconds = stall_seconds
+        self.signal = signal
         self.sending_since: float | None = None
         self.stream_scope: anyio.CancelScope | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "HEAD":
+            await super().__call__(scope, receive, send)  # headers only, no stream
+            return
+        async with anyio.create_task_group() as tasks:
+
+            async def watch_disconnect() -> None:
+                await self._listen_for_disconnect(receive)
+                tasks.cancel_scope.cancel()
+
+            tasks.start_soon(watch_disconnect)
+            await self._stream_response(send)
+            tasks.cancel_scope.cancel()
 
     async def _stream_response(self, send: Send) -> None:
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         loop = asyncio.get_running_loop()
-        with anyio.CancelScope() as scope:
-            self.stream_scope = scope
-            _watch(self)
-            try:
+        try:
+            with anyio.CancelScope() as scope:
+                self.stream_scope = scope
+                _watch(self)
                 async for chunk in self.body_iterator:
                     self.sending_since = loop.time()
                     message = {"type": "http.response.body", "body": chunk, "more_body": True}
                     await send(message)
                     self.sending_since = None
-            finally:
-                _WATCHED.discard(self)
+        finally:
+            _WATCHED.discard(self)
+            # Cut off mid-send, the generator still waits at its yield: close it so
+            # that it unsubscribes and counts its member out.
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
         if scope.cancelled_caught:
             # The reader stopped reading: drop the connection rather than wait on it.
             logger.info("closed a stream whose reader stalled for %ss", self.stall_seconds)
             return
-        async with self._send_lock:
-            self.active = False
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        self.active = False
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 _WATCHED: weakref.WeakSet[_EventStream] = weakref.WeakSet()
@@ -169,17 +191,29 @@ def _watch(stream: _EventStream) -> None:
     loop = asyncio.get_running_loop()
     if loop not in _watchdogs:
         _watchdogs[loop] = loop.create_task(_watchdog())
+    elif _watchdogs[loop].done():  # shutdown already began: end this one too
+        stream.signal.set()
 
 
 async def _watchdog() -> None:
     loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(1)
-        now = loop.time()
-        for stream in list(_WATCHED):
-            since = stream.sending_since
-            if since is not None and now - since > stream.stall_seconds and stream.stream_scope:
-                stream.stream_scope.cancel()
+    async with anyio.create_task_group() as tasks:
+
+        async def watch_shutdown() -> None:
+            # The library's own detection of uvicorn shutting down (SIGTERM, SIGINT).
+            await EventSourceResponse._listen_for_exit_signal()
+            for stream in list(_WATCHED):
+                stream.signal.set()
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(watch_shutdown)
+        while True:
+            await anyio.sleep(1)
+            now = loop.time()
+            for stream in list(_WATCHED):
+                since = stream.sending_since
+                if since is not None and now - since > stream.stall_seconds and stream.stream_scope:
+                    stream.stream_scope.cancel()
 
 
 async def _events(
@@ -191,7 +225,8 @@ async def _events(
     signal: _ShutdownSignal,
 ) -> AsyncIterator[bytes]:
     settings = state.settings
-    started = time.monotonic()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     if poll:
         retry_ms = random.randint(100, 400)
         deadline = started + settings.poll_wait_seconds
@@ -235,21 +270,24 @@ async def _events(
             if poll and sent_entries:
                 return
 
-            last_write = time.monotonic()
+            # Wake at ticks every half heartbeat, and send a heartbeat at a tick when
+            # nothing was written for half a heartbeat: no gap exceeds a heartbeat.
+            half = settings.heartbeat_seconds / 2
+            last_write = loop.time()
+            next_tick = last_write + half
             while True:
-                now = time.monotonic()
+                now = loop.time()
                 if now >= deadline:
                     return
-                wait = min(deadline, last_write + settings.heartbeat_seconds) - now
+                if now >= next_tick:
+                    next_tick = now + half
+                    if now - last_write >= half:
+                        yield b": heartbeat\n\n"
+                        last_write = now
                 try:
-                    events = await subscription.get(wait)
+                    events = await subscription.get(min(deadline, next_tick))
                 except SubscriptionClosed:
                     return
-                if not events:
-                    if time.monotonic() < deadline:
-                        yield b": heartbeat\n\n"
-                        last_write = time.monotonic()
-                    continue
                 frames = []
                 for event in events:
                     if event.id is not None:
@@ -259,7 +297,7 @@ async def _events(
                     frames.append(event.frame)
                 if frames:
                     yield b"".join(frames)
-                    last_write = time.monotonic()
+                    last_write = loop.time()
                     if poll:
                         return
         finally:

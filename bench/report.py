@@ -1,0 +1,72 @@
+"""Render bench/results.json as the Markdown tables in bench/README.md.
+
+python -m bench.report [bench/results.json]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.run import RESULTS
+
+COLUMNS = {
+    "idle": ["streams", "held", "first_event_p50_ms", "first_event_p99_ms", "memory_per_stream_kb"],
+    "fanout": [
+        "subscribers",
+        "rate_per_s",
+        "delivered_ratio",
+        "to_last_subscriber_p50_ms",
+        "to_last_subscriber_p99_ms",
+        "deliveries_per_s",
+        "cpu_us_per_delivery",
+    ],
+    "rooms": [
+        "rooms",
+        "per_room",
+        "posts_per_s_asked",
+        "posts_per_s_done",
+        "post_p99_ms",
+        "delivery_p50_ms",
+        "delivery_p99_ms",
+        "delivered_ratio",
+    ],
+    "posting": ["concurrency", "posts_per_s", "post_p50_ms", "post_p99_ms"],
+}
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    sala = row["sala"].get(key)
+    ratio = row["ratio"].get(key)
+    base = row["baseline"].get(key)
+    if ratio is None:
+        return f"{sala}"
+    return f"{sala} ({base}; {ratio})"
+
+
+def render(report: dict[str, Any]) -> str:
+    out = [
+        f"Run {report['when']}, profile `{report['profile']}`, "
+        f"{report['machine']['cores']} cores, Python {report['machine']['python']}.",
+        "",
+        "Each cell: Sala (baseline; ratio). Ratios: baseline ÷ Sala for times and CPU, "
+        "Sala ÷ baseline for rates.",
+    ]
+    for scenario, rows in report["scenarios"].items():
+        columns = COLUMNS[scenario]
+        out += ["", f"### {scenario}", "", "| " + " | ".join(columns) + " |"]
+        out.append("|" + "---|" * len(columns))
+        for row in rows:
+            out.append("| " + " | ".join(_cell(row, c) for c in columns) + " |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS
+    print(render(json.loads(path.read_text())))
+
+
+if __name__ == "__main__":
+    main()
