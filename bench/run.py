@@ -25,7 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -329,21 +331,35 @@ def _ratios(sala: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-async def run_scenario(name: str, target: Target, sizes: dict[str, Any]) -> list[dict[str, Any]]:
-    results: list[dict[str, Any]] = []
+def units(
+    name: str, sizes: dict[str, Any]
+) -> list[Callable[[Target], Coroutine[Any, Any, dict[str, Any]]]]:
+    """The runs of a scenario; each gets a fresh server."""
     if name == "idle":
-        for count in sizes["idle"]:
-            results.append(await idle(target, count))
-    elif name == "fanout":
-        for subscribers, rate in sizes["fanout"]:
-            results.append(await fanout(target, subscribers, rate, sizes["fanout_seconds"]))
-    elif name == "rooms":
+        return [partial(idle, count=count) for count in sizes["idle"]]
+    if name == "fanout":
+        seconds = sizes["fanout_seconds"]
+        return [
+            partial(fanout, subscribers=subscribers, rate=rate, seconds=seconds)
+            for subscribers, rate in sizes["fanout"]
+        ]
+    if name == "rooms":
         count, per_room, rate = sizes["rooms"]
-        results.append(await rooms(target, count, per_room, rate, sizes["rooms_seconds"]))
-    elif name == "posting":
-        for concurrency in sizes["posting"]:
-            results.append(await posting(target, concurrency, sizes["posting_seconds"]))
-    return results
+        seconds = sizes["rooms_seconds"]
+        return [partial(rooms, count=count, per_room=per_room, rate=rate, seconds=seconds)]
+    seconds = sizes["posting_seconds"]
+    return [partial(posting, concurrency=c, seconds=seconds) for c in sizes["posting"]]
+
+
+def measure(
+    unit: Callable[[Target], Coroutine[Any, Any, dict[str, Any]]], name: str
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        target = start(name, Path(tmp))
+        try:
+            return asyncio.run(unit(target))
+        finally:
+            target.stop()
 
 
 def main() -> None:
@@ -367,20 +383,13 @@ def main() -> None:
         "scenarios": {},
     }
     for scenario in scenarios:
-        rows: dict[str, list[dict[str, Any]]] = {}
-        for name in ("baseline", "sala"):
-            with tempfile.TemporaryDirectory() as tmp:
-                target = start(name, Path(tmp))
-                try:
-                    rows[name] = asyncio.run(run_scenario(scenario, target, sizes))
-                finally:
-                    target.stop()
-        report["scenarios"][scenario] = [
-            {"sala": s, "baseline": b, "ratio": _ratios(s, b)}
-            for s, b in zip(rows["sala"], rows["baseline"], strict=True)
-        ]
+        report["scenarios"][scenario] = []
         print(f"== {scenario}", flush=True)
-        for row in report["scenarios"][scenario]:
+        for unit in units(scenario, sizes):
+            base = measure(unit, "baseline")
+            sala = measure(unit, "sala")
+            row = {"sala": sala, "baseline": base, "ratio": _ratios(sala, base)}
+            report["scenarios"][scenario].append(row)
             print(json.dumps(row), flush=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.output}")

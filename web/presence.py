@@ -30,6 +30,7 @@ class Presence:
         self._grace = grace_seconds
         self._on_leave = on_leave
         self._rooms: dict[str, dict[str, _Member]] = {}
+        self._versions: dict[str, int] = {}
 
     def connect(self, room: str, member_id: str, name: str) -> bool:
         """Count one more stream; True when the member has just entered the room.
@@ -41,9 +42,12 @@ class Presence:
         member = members.get(member_id)
         if member is None:
             members[member_id] = _Member(name=name, streams=1)
+            self._changed(room)
             return True
         member.streams += 1
-        member.name = name
+        if member.name != name:
+            member.name = name
+            self._changed(room)
         if member.leave_timer is not None:
             member.leave_timer.cancel()
             member.leave_timer = None
@@ -70,6 +74,7 @@ class Presence:
             return
         member = _Member(name=name)
         members[member_id] = member
+        self._changed(room)
         self._schedule_leave(room, member_id, member, grace_seconds)
 
     def _schedule_leave(self, room: str, member_id: str, member: _Member, delay: float) -> None:
@@ -86,12 +91,20 @@ class Presence:
             return
         member.leave_timer = None
         del members[member_id]
+        self._changed(room)
         if not members:
             del self._rooms[room]
         try:
             await self._on_leave(room, member_id, member.name)
         except Exception:
             logger.exception("could not record that %s left room %s", member_id, room)
+
+    def _changed(self, room: str) -> None:
+        self._versions[room] = self._versions.get(room, 0) + 1
+
+    def version(self, room: str) -> int:
+        """Grows whenever the room's member list changes (for caching its rendering)."""
+        return self._versions.get(room, 0)
 
     def is_name_taken(self, room: str, name: str, member_id: str | None) -> bool:
         wanted = name.casefold()

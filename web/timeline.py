@@ -39,6 +39,7 @@ class Timeline:
         self.env = env
         self._pending: list[_Append] = []
         self._writer: asyncio.Task[None] | None = None
+        self._presence_frames: dict[str, tuple[int, bytes]] = {}
 
     async def append(
         self,
@@ -96,7 +97,16 @@ class Timeline:
                     append.done.set_result(result)
 
     def presence_frame(self, room: Room, presence: Presence) -> bytes:
-        return sse_frame(render_members(self.env, room.code, presence.members(room.code)))
+        """The member list as an SSE frame, rendered once per change, not per stream."""
+        version = presence.version(room.code)
+        cached = self._presence_frames.get(room.code)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        frame = sse_frame(render_members(self.env, room.code, presence.members(room.code)))
+        if len(self._presence_frames) > 10_000:
+            self._presence_frames.clear()
+        self._presence_frames[room.code] = (version, frame)
+        return frame
 
     async def publish_presence(self, room: Room, presence: Presence) -> None:
         event = Event(id=None, frame=self.presence_frame(room, presence))
