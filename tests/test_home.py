@@ -97,3 +97,22 @@ async def test_a_present_name_is_taken_case_insensitively(server: Server) -> Non
             assert (await ana.join(code)).status_code == 303
         # Once Ana has left (after the grace period), the name is free again.
         assert await eventually(lambda: later.join(code), lambda r: r.status_code == 303)
+
+
+async def test_a_link_into_a_room_with_a_taken_name_asks_for_another(server: Server) -> None:
+    async with Person(server.url, "Ana") as ana, Person(server.url, "Bo") as bo:
+        code = await ana.create_room()
+        other = await bo.create_room()
+        assert (await bo.join(other)).status_code == 303
+        # Bo renames himself to Ana in his own room, then follows a link into Ana's.
+        async with Person(server.url, "Ana") as renamed:
+            renamed.client.cookies = bo.client.cookies
+            await renamed.join(other)
+            async with ana.stream(code) as stream:
+                await stream.wait_for(lambda s: ["Ana"] in s.presence)
+                response = await renamed.page(code)
+                assert response.status_code == 303
+                assert response.headers["location"] == f"/?code={code}&taken=1"
+                home = await renamed.client.get(response.headers["location"])
+                assert "already called Ana" in error_text(home.text)
+                assert form_values(home.text)["code"] == code

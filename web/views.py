@@ -56,12 +56,16 @@ def error_response(
 
 async def home(request: Request) -> Response:
     member = current_member(request)
-    context = {
-        "name": member.name if member else "",
-        "code": normalize_code(request.query_params.get("code", ""))[:16],
-        "error": None,
-    }
+    code = normalize_code(request.query_params.get("code", ""))[:16]
+    error = None
+    if member and code and request.query_params.get("taken"):
+        error = _name_taken(code, member.name)
+    context = {"name": member.name if member else "", "code": code, "error": error}
     return render(request, "home.html", context)
+
+
+def _name_taken(code: str, name: str) -> str:
+    return f"Someone in room {code} is already called {name}. Pick another name."
 
 
 async def enter(request: Request) -> Response:
@@ -92,9 +96,7 @@ async def enter(request: Request) -> Response:
         return again(404, f"There is no room with code {code}. Check the code and try again.")
     member_id = request.session.get("member_id")
     if state.presence.is_name_taken(found.code, name, member_id):
-        return again(
-            422, f"Someone in room {found.code} is already called {name}. Pick another name."
-        )
+        return again(422, _name_taken(found.code, name))
     remember(request, name)
     return RedirectResponse(f"/rooms/{found.code}", status_code=303)
 
@@ -130,8 +132,12 @@ async def room_page(request: Request) -> Response:
     room = await room_or_404(request)
     if isinstance(room, Response):
         return room
-    if current_member(request) is None:
+    member = current_member(request)
+    if member is None:
         return RedirectResponse(f"/?code={code}", status_code=303)
+    if app_state(request).presence.is_name_taken(room.code, member.name, member.id):
+        # Came by link with a name someone present already has: pick another first.
+        return RedirectResponse(f"/?code={code}&taken=1", status_code=303)
     return await _room_response(request, room)
 
 
