@@ -97,3 +97,14 @@ async def test_page_shows_the_last_50_and_older_pages_load_before_an_id(
 
         bad = await ana.client.get(f"/rooms/{code}/messages?before=abc")
         assert bad.status_code == 400 and "whole number" in bad.text
+
+
+async def test_room_codes_in_urls_are_case_insensitive(server: Server) -> None:
+    async with Person(server.url, "Ana") as ana:
+        code = await ana.create_room()
+        response = await ana.page(code.lower())
+        assert response.status_code == 200
+        soup = BeautifulSoup(response.text, "html.parser")
+        stream = soup.select_one("[hx-sse\\:connect]")
+        assert stream is not None
+        assert str(stream["hx-sse:connect"]).startswith(f"/rooms/{code}/events?after=")

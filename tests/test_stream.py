@@ -44,6 +44,11 @@ async def test_stream_refuses_strangers_unknown_rooms_and_bad_cursors(server: Se
         assert (await ana.client.get("/rooms/QQQQQQ/events")).status_code == 404
         bad = await ana.client.get(f"/rooms/{code}/events?after=-3")
         assert bad.status_code == 400 and "whole number" in bad.text
+        assert bad.headers["content-security-policy"].startswith("default-src 'self'")
+        assert (await ana.client.post(f"/rooms/{code}/events")).status_code == 405
+        head = await ana.client.head(f"/rooms/{code}/events")
+        assert head.status_code == 200
+        assert head.headers["content-type"].startswith("text/event-stream")
 
 
 async def test_two_members_see_messages_joins_and_leaves_in_order(server: Server) -> None:

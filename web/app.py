@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         Route("/rooms/{code}", views.room_page, methods=["GET"]),
         Route("/rooms/{code}/messages", views.post_message, methods=["POST"]),
         Route("/rooms/{code}/messages", views.history, methods=["GET"]),
+        # Served by _StreamsBypassMiddleware below; listed so other methods get 405.
         Route("/rooms/{code}/events", stream.room_events, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
@@ -98,7 +99,8 @@ class _StreamsBypassMiddleware:
         self._signer = itsdangerous.TimestampSigner(secret_key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = _EVENTS_PATH.match(scope["path"]) if scope["type"] == "http" else None
+        is_read = scope["type"] == "http" and scope["method"] in ("GET", "HEAD")
+        match = _EVENTS_PATH.match(scope["path"]) if is_read else None
         if match is None:
             await self.app(scope, receive, send)
             return

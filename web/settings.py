@@ -54,10 +54,10 @@ class Settings:
         "from its cursor), so a stalled reader holds nothing for long.",
     )
     rate_limit_burst: int = _setting(
-        20, "Messages a member may send in a burst before answers become 429."
+        60, "Messages a member may send in a burst before answers become 429."
     )
     rate_limit_per_second: float = _setting(
-        5.0, "Messages per second a member regains after a burst; 0 turns the limit off."
+        10.0, "Messages per second a member regains after a burst; 0 turns the limit off."
     )
     poll_wait_seconds: float = _setting(
         20.0, "In poll mode (?mode=poll) a request with nothing to send ends after this long."

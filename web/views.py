@@ -124,11 +124,8 @@ async def _history(room: Room, request: Request, before: int | None) -> dict[str
 
 
 async def room_page(request: Request) -> Response:
-    raw = request.path_params["code"]
-    code = normalize_code(raw)
-    if code != raw:
-        target = f"/rooms/{code}" + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(target, status_code=303)
+    # Codes are case-insensitive: /rooms/kxq7tb is the same room as /rooms/KXQ7TB.
+    code = normalize_code(request.path_params["code"])
     room = await room_or_404(request)
     if isinstance(room, Response):
         return room
