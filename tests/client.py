@@ -78,6 +78,7 @@ class Stream:
     error: BaseException | None = None
     on_event: Callable[[SSEEvent], None] | None = None
     wait_open: bool = True
+    parse: bool = True  # False: keep the raw events only (cheap, for crowds)
     _entries: list[Entry] = field(default_factory=list)
     _tg: TaskGroup | None = None
     _opened: anyio.Event = field(default_factory=anyio.Event)
@@ -135,7 +136,7 @@ class Stream:
                 if data:
                     event = SSEEvent("\n".join(data), event_id, name)
                     self.events.append(event)
-                    entry = event.entry
+                    entry = event.entry if self.parse else None
                     if entry is not None:
                         self._entries.append(parse_entry(entry))
                     if self.on_event is not None:
@@ -246,6 +247,7 @@ class Person:
         mode: str | None = None,
         headers: dict[str, str] | None = None,
         wait_open: bool = True,
+        parse: bool = True,
     ) -> Stream:
         params = []
         if after is not None:
@@ -256,7 +258,7 @@ class Person:
         all_headers = dict(headers or {})
         if last_event_id is not None:
             all_headers["Last-Event-ID"] = str(last_event_id)
-        return Stream(self.client, url, all_headers, wait_open=wait_open)
+        return Stream(self.client, url, all_headers, wait_open=wait_open, parse=parse)
 
     async def page(self, code: str) -> httpx.Response:
         return await self.client.get(f"/rooms/{code}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
 import httpx
 import pytest
@@ -63,3 +65,27 @@ async def test_presence_survives_a_restart_without_noise(server: Server) -> None
             await again.wait_for(lambda s: len(s.events) >= 1)
             await anyio.sleep(0.3)
         assert await kinds(bo, code) == [("join", "Ana"), ("join", "Bo")]
+
+
+async def test_a_crowd_arriving_gets_few_member_lists_of_bounded_size(server: Server) -> None:
+    """Bug: every join pushed the whole, growing member list to everyone (n² bytes).
+    Fix: member-list events are coalesced and show at most 100 names."""
+    async with Person(server.url, "Host") as host:
+        code = await host.create_room()
+        async with host.stream(code) as watcher, contextlib.AsyncExitStack() as stack:
+            await watcher.wait_entries(1)
+            guests = [
+                await stack.enter_async_context(Person(server.url, f"Guest {i:03}"))
+                for i in range(120)
+            ]
+            for guest in guests:
+                assert (await guest.join(code)).status_code == 303
+                await stack.enter_async_context(guest.stream(code, parse=False))
+            await watcher.wait_for(lambda s: len(s.entries) == 121, timeout=30)
+            await watcher.wait_for(lambda s: "(121)" in s.events[-1].data, timeout=10)
+        member_lists = [e for e in watcher.events if e.id is None]
+        assert len(member_lists) < 40, len(member_lists)
+        last = member_lists[-1].html
+        assert len(last.select("li[data-author]")) == 100
+        more = last.select_one("li.more")
+        assert more is not None and more.get_text() == "and 21 more"

@@ -64,6 +64,7 @@ async def test_two_members_see_messages_joins_and_leaves_in_order(server: Server
                 await bo.say(code, "hi Ana")
                 await bo_stream.wait_for(lambda s: "hi Ana" in [e.text for e in s.entries])
             await ana_stream.wait_for(lambda s: s.entries[-1].kind == "leave")
+            await ana_stream.wait_for(lambda s: s.presence[-1] == ["Ana"])
         seen = [(e.kind, e.author, e.text) for e in ana_stream.entries]
         assert seen == [
             ("join", "Ana", None),

@@ -63,8 +63,15 @@ def render_entry(env: Environment, entry: Entry) -> str:
     return env.get_template("_entry.html").render(entry=entry)
 
 
+MEMBERS_SHOWN = 100
+
+
 def render_members(env: Environment, code: str, members: Iterable[tuple[str, str]]) -> str:
-    return env.get_template("_members.html").render(code=code, members=list(members), oob=True)
+    """The member list; past MEMBERS_SHOWN names it says how many more there are."""
+    everyone = list(members)
+    return env.get_template("_members.html").render(
+        code=code, members=everyone[:MEMBERS_SHOWN], total=len(everyone), oob=True
+    )
 
 
 def sse_frame(html: str, event_id: int | None = None) -> bytes:

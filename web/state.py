@@ -45,7 +45,7 @@ class AppState:
             if room is None:
                 return
             await timeline.append(room, kind=EntryKind.LEAVE, author_id=member_id, author_name=name)
-            await timeline.publish_presence(room, presence)
+            timeline.publish_presence(room, presence)
 
         presence = Presence(settings.presence_grace_seconds, on_leave=record_leave)
         return cls(

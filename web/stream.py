@@ -251,7 +251,7 @@ async def _events(
                 await state.timeline.append(
                     room, kind=EntryKind.JOIN, author_id=member.id, author_name=member.name
                 )
-                await state.timeline.publish_presence(room, presence)
+                state.timeline.publish_presence(room, presence)
 
             last_sent = after
             sent_entries = False

@@ -23,6 +23,7 @@ from web.rendering import entry_frame, render_members, sse_frame
 logger = logging.getLogger(__name__)
 
 BATCH_MAX = 200
+PRESENCE_COALESCE_SECONDS = 0.2
 
 
 @dataclass(slots=True)
@@ -40,6 +41,8 @@ class Timeline:
         self._pending: list[_Append] = []
         self._writer: asyncio.Task[None] | None = None
         self._presence_frames: dict[str, tuple[int, bytes]] = {}
+        self._presence_due: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def append(
         self,
@@ -108,6 +111,19 @@ class Timeline:
         self._presence_frames[room.code] = (version, frame)
         return frame
 
-    async def publish_presence(self, room: Room, presence: Presence) -> None:
+    def publish_presence(self, room: Room, presence: Presence) -> None:
+        """Push the member list soon. Changes within PRESENCE_COALESCE_SECONDS go out
+        as one event: when hundreds join at once, each would otherwise send the
+        whole, growing list to everyone."""
+        if room.code in self._presence_due:
+            return
+        self._presence_due.add(room.code)
+        loop = asyncio.get_running_loop()
+        loop.call_later(PRESENCE_COALESCE_SECONDS, self._flush_presence, room, presence)
+
+    def _flush_presence(self, room: Room, presence: Presence) -> None:
+        self._presence_due.discard(room.code)
         event = Event(id=None, frame=self.presence_frame(room, presence))
-        await self.broker.publish(room.code, event)
+        task = asyncio.get_running_loop().create_task(self.broker.publish(room.code, event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from db.models import EntryKind, Room
 from web.identity import clean_name, current_member, has_control_characters, remember
+from web.rendering import MEMBERS_SHOWN
 from web.state import app_state
 
 PAGE_SIZE = 50
@@ -153,6 +154,7 @@ async def _room_response(
         return error_response(request, 400, before, code=room.code)
     context = await _history(room, request, before)
     entries = context["entries"]
+    members = state.presence.members(room.code)
     if before is None:
         newest_id = entries[-1].id if entries else await state.store.max_entry_id()
     else:
@@ -160,7 +162,8 @@ async def _room_response(
     context.update(
         before=before,
         newest_id=newest_id,
-        members=state.presence.members(room.code),
+        members=members[:MEMBERS_SHOWN],
+        total=len(members),
         invite_url=str(request.url_for("home").include_query_params(code=room.code)),
         idempotency_key=key or new_key(),
         text=text,
