@@ -1,8 +1,9 @@
 """The room's SSE stream: cursor, replay, live, heartbeat, lifetime, presence.
 
-    request ──► retry + comment (at once)
-            ──► subscribe to the room (events queue up from here on)
-            ──► presence: count this stream; a first stream records a join
+    request ──► subscribe to the room (events queue up from here on)
+            ──► presence: count this stream
+            ──► at once: a comment, `retry:` and the member list (no database work)
+            ──► a member's first stream records a join
             ──► replay from the database every entry after the cursor
             ──► live: queued events, skipping ids already sent; heartbeats
             ──► end: lifetime reached, poll answered, too slow, or shutdown
