@@ -14,7 +14,16 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def normalize_url(url: str) -> str:
+    """`postgresql://…` and `postgres://…` mean PostgreSQL through psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
 def make_engine(url: str) -> Engine:
+    url = normalize_url(url)
     if is_sqlite(url):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -20,7 +20,7 @@ class Settings:
     database_url: str = _setting(
         DEFAULT_DATABASE_URL,
         "SQLAlchemy URL of the database. SQLite by default (./sala.db); "
-        "postgresql+psycopg://… for PostgreSQL.",
+        "postgresql://user@host/db for PostgreSQL (through psycopg 3, same models).",
     )
     secret_key: str = _setting(
         "",
