@@ -132,6 +132,22 @@ async def _wait(check: Any, seconds: float) -> bool:
     return bool(check())
 
 
+async def _subscribe(
+    target: Target, paths: list[str], cookie: str
+) -> tuple[Recorder, list[asyncio.Transport]]:
+    """Open the streams and wait until each has shown its first event."""
+    recorder = Recorder()
+    transports = await open_streams(HOST, target.port, paths, cookie, recorder)
+    await _wait(lambda: len(recorder.first_event) >= len(paths), 120)
+    return recorder, transports
+
+
+async def _unsubscribe(transports: list[asyncio.Transport], settle: float) -> None:
+    for transport in transports:
+        transport.close()
+    await asyncio.sleep(settle)
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
@@ -141,18 +157,12 @@ def _ms(seconds: float) -> float:
 
 async def idle(target: Target, count: int) -> dict[str, Any]:
     cookie, code = await _member(target)
-    recorder = Recorder()
     before = rss_bytes(target.pid)
-    transports = await open_streams(
-        HOST, target.port, [f"/rooms/{code}/events"] * count, cookie, recorder
-    )
-    await _wait(lambda: len(recorder.first_event) >= count, 60)
+    recorder, transports = await _subscribe(target, [f"/rooms/{code}/events"] * count, cookie)
     await asyncio.sleep(2)
     held = recorder.opened - recorder.closed
     after = rss_bytes(target.pid)
-    for transport in transports:
-        transport.close()
-    await asyncio.sleep(2)
+    await _unsubscribe(transports, 2)
     return {
         "streams": count,
         "held": held,
@@ -164,11 +174,7 @@ async def idle(target: Target, count: int) -> dict[str, Any]:
 
 async def fanout(target: Target, subscribers: int, rate: float, seconds: float) -> dict[str, Any]:
     cookie, code = await _member(target)
-    recorder = Recorder()
-    transports = await open_streams(
-        HOST, target.port, [f"/rooms/{code}/events"] * subscribers, cookie, recorder
-    )
-    await _wait(lambda: len(recorder.first_event) >= subscribers, 60)
+    recorder, transports = await _subscribe(target, [f"/rooms/{code}/events"] * subscribers, cookie)
     await asyncio.sleep(1)
     poster = Poster(HOST, target.port, cookie)
     await poster.connect()
@@ -186,11 +192,9 @@ async def fanout(target: Target, subscribers: int, rate: float, seconds: float) 
     cpu = cpu_seconds(target.pid) - cpu_before
     last_arrival = max((max(t) for t in recorder.arrivals.values()), default=started)
     poster.close()
-    for transport in transports:
-        transport.close()
+    await _unsubscribe(transports, 1)
     to_last = [max(recorder.arrivals[s]) - recorder.post_times[s] for s in recorder.arrivals]
     delivered = recorder.deliveries()
-    await asyncio.sleep(1)
     return {
         "subscribers": subscribers,
         "rate_per_s": rate,
@@ -208,10 +212,8 @@ async def rooms(
 ) -> dict[str, Any]:
     cookie, _ = await _member(target)
     codes = [await _new_room(target, cookie) for _ in range(count)]
-    recorder = Recorder()
     paths = [f"/rooms/{code}/events" for code in codes for _ in range(per_room)]
-    transports = await open_streams(HOST, target.port, paths, cookie, recorder)
-    await _wait(lambda: len(recorder.first_event) >= len(paths), 120)
+    recorder, transports = await _subscribe(target, paths, cookie)
     await asyncio.sleep(1)
     posters: asyncio.Queue[Poster] = asyncio.Queue()
     for _ in range(32):
@@ -246,9 +248,7 @@ async def rooms(
     ]
     while not posters.empty():
         posters.get_nowait().close()
-    for transport in transports:
-        transport.close()
-    await asyncio.sleep(2)
+    await _unsubscribe(transports, 2)
     return {
         "rooms": count,
         "per_room": per_room,

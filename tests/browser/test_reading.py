@@ -89,12 +89,17 @@ def test_pages_catch_up_after_a_server_restart(pages: Pages, server: Server) -> 
     expect(ana.locator(".entry.message")).to_have_count(5)
 
 
+def _reader_in_a_room(pages: Pages, make_server: ServerFactory) -> tuple[Server, Page, str]:
+    """Ana in a new room on a server without a rate limit (the tests post a lot)."""
+    server = make_server(rate_limit_per_second=0)
+    page = pages.new(viewport={"width": 800, "height": 600})
+    return server, page, enter(page, server, "Ana")
+
+
 def test_scrolling_to_the_top_loads_older_history_in_place(
     pages: Pages, make_server: ServerFactory
 ) -> None:
-    server = make_server(rate_limit_per_second=0)
-    page = pages.new(viewport={"width": 800, "height": 600})
-    code = enter(page, server, "Ana")
+    server, page, code = _reader_in_a_room(pages, make_server)
     with poster(server, code) as client:
         for n in range(80):
             client.post(f"/rooms/{code}/messages", data={"text": f"old {n}"})
@@ -115,9 +120,7 @@ def test_scrolling_to_the_top_loads_older_history_in_place(
 def test_reading_older_messages_is_not_yanked_down_by_new_ones(
     pages: Pages, make_server: ServerFactory
 ) -> None:
-    server = make_server(rate_limit_per_second=0)
-    page = pages.new(viewport={"width": 800, "height": 600})
-    code = enter(page, server, "Ana")
+    server, page, code = _reader_in_a_room(pages, make_server)
     with poster(server, code) as client:
         for n in range(40):
             client.post(f"/rooms/{code}/messages", data={"text": f"line {n}"})
