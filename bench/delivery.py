@@ -34,7 +34,7 @@ def start_server(workdir: Path, port: int, **env: str) -> subprocess.Popen[bytes
     environ = {
         **os.environ,
         "SALA_DATABASE_URL": f"sqlite:///{workdir / 'sala.db'}",
-        "SALA_RATE_LIMIT_PER_SECOND": "0",
+        "SALA_LIMITS": "off",
         **env,
     }
     proc = subprocess.Popen(

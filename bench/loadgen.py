@@ -64,20 +64,22 @@ async def open_streams(
     host: str,
     port: int,
     paths: list[str],
-    cookie: str,
+    cookie: str | list[str],
     recorder: Recorder,
     *,
     batch: int = 250,
     addresses: int = 8,
 ) -> list[asyncio.Transport]:
-    """Open one stream per path, spread over 127.0.0.x source addresses."""
+    """Open one stream per path (with its own cookie, if given a list: a session is
+    bound to the rooms it joined), spread over 127.0.0.x source addresses."""
     loop = asyncio.get_running_loop()
     transports: list[asyncio.Transport] = []
+    cookies = cookie if isinstance(cookie, list) else [cookie] * len(paths)
 
     async def one(index: int, path: str) -> None:
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n"
-            f"Cookie: {cookie}\r\n\r\n"
+            f"Cookie: {cookies[index]}\r\n\r\n"
         ).encode()
         local = (f"127.0.0.{1 + index % addresses}", 0)
         transport, _ = await loop.create_connection(
@@ -103,7 +105,9 @@ class Poster:
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
-    async def post(self, path: str, body: str, *, htmx: bool = True) -> tuple[int, bytes]:
+    async def post(
+        self, path: str, body: str, *, htmx: bool = True, cookie: str | None = None
+    ) -> tuple[int, bytes]:
         if self.writer is None:
             await self.connect()
         assert self.reader is not None and self.writer is not None
@@ -112,7 +116,7 @@ class Poster:
         self.writer.write(
             (
                 f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                f"Cookie: {self.cookie}\r\n{extra}"
+                f"Cookie: {cookie or self.cookie}\r\n{extra}"
                 "Content-Type: application/x-www-form-urlencoded\r\n"
                 f"Content-Length: {len(data)}\r\n\r\n"
             ).encode()
@@ -134,7 +138,7 @@ class Poster:
 
 
 def session_cookie(head: bytes) -> str:
-    match = re.search(rb"set-cookie: (session=[^;]+)", head, re.IGNORECASE)
+    match = re.search(rb"set-cookie: ((?:__Host-)?session=[^;]+)", head, re.IGNORECASE)
     return match.group(1).decode() if match else ""
 
 

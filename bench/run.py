@@ -80,7 +80,7 @@ def start(name: str, workdir: Path) -> Target:
         env = {
             **os.environ,
             "SALA_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
-            "SALA_RATE_LIMIT_PER_SECOND": "0",
+            "SALA_LIMITS": "off",
             "SALA_STREAM_MAX_SECONDS": "3600",
             "SALA_SUBSCRIBER_QUEUE_SIZE": "10000",
         }
@@ -107,13 +107,6 @@ async def _member(target: Target, name: str = "Bench") -> tuple[str, str]:
     return await _create_room(target, "", name)
 
 
-async def _new_room(target: Target, cookie: str) -> str:
-    if target.name == "baseline":
-        return f"R{random.randrange(10**9)}"
-    _, code = await _create_room(target, cookie, "Bench")
-    return code
-
-
 async def _create_room(target: Target, cookie: str, name: str) -> tuple[str, str]:
     poster = Poster(HOST, target.port, cookie)
     status, answer = await poster.post("/", f"name={name}&action=create", htmx=False)
@@ -133,7 +126,7 @@ async def _wait(check: Any, seconds: float) -> bool:
 
 
 async def _subscribe(
-    target: Target, paths: list[str], cookie: str
+    target: Target, paths: list[str], cookie: str | list[str]
 ) -> tuple[Recorder, list[asyncio.Transport]]:
     """Open the streams and wait until each has shown its first event."""
     recorder = Recorder()
@@ -210,14 +203,16 @@ async def fanout(target: Target, subscribers: int, rate: float, seconds: float) 
 async def rooms(
     target: Target, count: int, per_room: int, rate: float, seconds: float
 ) -> dict[str, Any]:
-    cookie, _ = await _member(target)
-    codes = [await _new_room(target, cookie) for _ in range(count)]
+    # One member per room: a session is bound to the rooms it joined.
+    members = {code: cookie for cookie, code in [await _member(target) for _ in range(count)]}
+    codes = list(members)
     paths = [f"/rooms/{code}/events" for code in codes for _ in range(per_room)]
-    recorder, transports = await _subscribe(target, paths, cookie)
+    cookies = [members[code] for code in codes for _ in range(per_room)]
+    recorder, transports = await _subscribe(target, paths, cookies)
     await asyncio.sleep(1)
     posters: asyncio.Queue[Poster] = asyncio.Queue()
     for _ in range(32):
-        poster = Poster(HOST, target.port, cookie)
+        poster = Poster(HOST, target.port, "")
         await poster.connect()
         posters.put_nowait(poster)
     weights = [1 / (i + 1) for i in range(count)]  # Zipf: a few busy rooms, a long tail
@@ -226,7 +221,9 @@ async def rooms(
     async def post(seq: int, code: str) -> None:
         poster = await posters.get()
         recorder.post_times[seq] = time.monotonic()
-        status, _ = await poster.post(f"/rooms/{code}/messages", f"text=m{seq} {PAD}")
+        status, _ = await poster.post(
+            f"/rooms/{code}/messages", f"text=m{seq} {PAD}", cookie=members[code]
+        )
         post_latency.append(time.monotonic() - recorder.post_times[seq])
         posters.put_nowait(poster)
         assert status == 200, status

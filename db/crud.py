@@ -13,7 +13,8 @@ from db.models import Entry, EntryKind, Room
 
 # Upper-case letters a reader cannot mistake for another (no I, L, O).
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ"
-CODE_LENGTH = 6
+CODE_LENGTH = 8  # 23**8: about 78 billion codes; rooms made earlier keep their 6 letters
+CODE_LENGTHS = (6, CODE_LENGTH)
 
 
 def new_code() -> str:
@@ -120,18 +121,20 @@ def create_entries(*, session: Session, entries: Sequence[Entry]) -> list[tuple[
                 body=e.body,
                 idempotency_key=e.idempotency_key,
             )
-            for e in (_copy(e) for e in entries)
+            for e in (copy_entry(e) for e in entries)
         ]
     return results
 
 
-def _copy(entry: Entry) -> Entry:
+def copy_entry(entry: Entry) -> Entry:
+    """A fresh, unsaved copy (after a failed transaction the original's state is unsure)."""
     return Entry(
         room_id=entry.room_id,
         kind=entry.kind,
         author_id=entry.author_id,
         author_name=entry.author_name,
         body=entry.body,
+        created_at=entry.created_at,
         idempotency_key=entry.idempotency_key,
     )
 

@@ -1,13 +1,13 @@
-"""Engine set-up: SQLite pragmas, PostgreSQL through the same models."""
+"""Engine set-up: SQLite pragmas, PostgreSQL through the same models, migrations at start."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import Engine, event
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import create_engine
 
-from db import models  # noqa: F401  (registers the tables)
+from db import migrations
 
 
 def is_sqlite(url: str) -> bool:
@@ -42,4 +42,5 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def init_db(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine)
+    """Create or upgrade the schema (Alembic, under a lock); a no-op when it is current."""
+    migrations.upgrade(engine)

@@ -46,7 +46,7 @@ class Room(SQLModel, table=True):
     __table_args__: ClassVar[Any] = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
-    code: str = Field(sa_type=String(6), unique=True, index=True)
+    code: str = Field(sa_type=String(8), unique=True, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

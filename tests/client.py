@@ -14,7 +14,7 @@ from anyio.abc import TaskGroup
 from bs4 import BeautifulSoup, Tag
 
 T = TypeVar("T")
-CODE_RE = re.compile(r"^/rooms/([A-Z]{6})$")
+CODE_RE = re.compile(r"^/rooms/([A-Z]{8})$")
 
 
 @dataclass

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -27,8 +27,9 @@ def free_port() -> int:
 class Server:
     """One Sala process. `restart()` keeps the port and the database."""
 
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str], args: Sequence[str] = ()) -> None:
         self.workdir = workdir
+        self.args = list(args)
         self.db_path = workdir / "sala.db"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -46,8 +47,9 @@ class Server:
 
     def start(self) -> None:
         log = self.log_path.open("ab")
+        command = [sys.executable, "-m", "web", "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "web", "--host", "127.0.0.1", "--port", str(self.port)],
+            [*command, *self.args],
             cwd=self.workdir,
             env=self.env,
             stdout=log,
@@ -93,10 +95,11 @@ ServerFactory = Callable[..., Server]
 def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
     servers: list[Server] = []
 
-    def make(**env: str) -> Server:
+    def make(*, args: Sequence[str] = (), **env: str) -> Server:
+        """A started server; `env` become SALA_* variables, `args` extra command-line options."""
         workdir = tmp_path / f"server{len(servers)}"
         workdir.mkdir()
-        server = Server(workdir, {f"SALA_{k.upper()}": str(v) for k, v in env.items()})
+        server = Server(workdir, {f"SALA_{k.upper()}": str(v) for k, v in env.items()}, args)
         servers.append(server)
         server.start()
         return server

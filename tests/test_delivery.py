@@ -40,7 +40,7 @@ def assert_exactly_stored(received: list[int], server: Server, code: str) -> Non
 
 async def health(server: Server) -> dict[str, int]:
     async with httpx.AsyncClient() as client:
-        data: dict[str, int] = (await client.get(server.url + "/healthz")).json()
+        data: dict[str, int] = (await client.get(server.url + "/healthz/detail")).json()
         return data
 
 
@@ -186,7 +186,7 @@ async def test_restart_with_sigterm_then_clients_resume(server: Server) -> None:
 async def test_a_slow_reader_is_cut_off_and_catches_up_others_unharmed(
     make_server: ServerFactory,
 ) -> None:
-    server = make_server(subscriber_queue_size=5, rate_limit_per_second=0, send_timeout_seconds=2)
+    server = make_server(subscriber_queue_size=5, limits="off", send_timeout_seconds=2)
     async with Person(server.url, "Ana") as ana, Person(server.url, "Bo") as bo:
         code = await ana.create_room()
         await bo.join(code)

@@ -116,7 +116,7 @@ async def test_html_in_a_message_is_escaped_everywhere(server: Server) -> None:
 
 
 async def test_too_fast_gets_429_with_retry_after(make_server: ServerFactory) -> None:
-    server = make_server(rate_limit_burst=3, rate_limit_per_second=0.5)
+    server = make_server(limit_message_burst=3, limit_messages_per_second=0.5)
     async with Person(server.url, "Ana") as ana:
         code = await ana.create_room()
         answers = [await ana.say(code, f"m{i}") for i in range(5)]

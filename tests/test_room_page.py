@@ -36,7 +36,7 @@ async def test_room_page_shows_code_invite_members_form_and_stream(server: Serve
         response = await ana.page(code)
     assert response.status_code == 200
     soup = BeautifulSoup(response.text, "html.parser")
-    assert code in soup.select_one("h1").get_text()  # type: ignore[union-attr]
+    assert f"{code[:4]}-{code[4:]}" in soup.select_one("h1").get_text()  # type: ignore[union-attr]
     invite = soup.select_one("#invite-link")
     assert invite is not None and str(invite["value"]).endswith(f"/?code={code}")
     timeline = soup.select_one("#timeline[aria-live]")
@@ -69,7 +69,7 @@ async def test_pages_have_a_strict_csp_and_no_inline_script_or_style(server: Ser
 async def test_page_shows_the_last_50_and_older_pages_load_before_an_id(
     make_server: ServerFactory,
 ) -> None:
-    server = make_server(rate_limit_per_second=0)
+    server = make_server(limit_messages_per_second=0)
     async with Person(server.url, "Ana") as ana:
         code = await ana.create_room()
         texts = [f"message {i}" for i in range(60)]

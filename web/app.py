@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
-import re
-from base64 import b64decode
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import anyio
-import itsdangerous
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from web import stream, views
-from web.security import SecurityHeadersMiddleware
+from web.gate import Gate
+from web.responses import error_response
 from web.settings import Settings
 from web.state import AppState
 
@@ -58,70 +55,44 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         Route("/", views.home, methods=["GET"], name="home"),
         Route("/", views.enter, methods=["POST"]),
         Route("/healthz", views.healthz, methods=["GET"]),
+        Route("/healthz/detail", views.healthz_detail, methods=["GET"]),
         Route("/rooms/{code}", views.room_page, methods=["GET"]),
         Route("/rooms/{code}/messages", views.post_message, methods=["POST"]),
         Route("/rooms/{code}/messages", views.history, methods=["GET"]),
-        # Served by _StreamsBypassMiddleware below; listed so other methods get 405.
+        # Served by the gate (gate.py) outside the middleware; listed so other
+        # methods get 405.
         Route("/rooms/{code}/events", stream.room_events, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
+    # An https deployment gets a Secure cookie whose __Host- name keeps it to this host.
+    cookie = "__Host-session" if settings.secure_cookie else "session"
     middleware = [
-        Middleware(SecurityHeadersMiddleware),
         Middleware(
             SessionMiddleware,
             secret_key=settings.secret_key,
-            session_cookie="session",
+            session_cookie=cookie,
             max_age=SESSION_MAX_AGE,
             same_site="lax",
-            https_only=False,
+            https_only=settings.secure_cookie,
         ),
     ]
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={Exception: _server_error},
+    )
     app.state.sala = state
-    return _StreamsBypassMiddleware(app, settings.secret_key)
+    return Gate(app, settings, session_cookie=cookie, max_age=SESSION_MAX_AGE)
 
 
-_EVENTS_PATH = re.compile(r"^/rooms/(?P<code>[^/]+)/events$")
-
-
-class _StreamsBypassMiddleware:
-    """Room streams skip the middleware stack.
-
-    Every chunk of a stream went through four middleware send wrappers, which cost
-    more per delivered event than the rest of the send. Streams only need to read
-    the session, so they read the cookie here (the same signed format that
-    SessionMiddleware writes) and set the security headers themselves.
-    """
-
-    def __init__(self, app: Starlette, secret_key: str) -> None:
-        self.app = app
-        self.state = app.state
-        self._signer = itsdangerous.TimestampSigner(secret_key)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        is_read = scope["type"] == "http" and scope["method"] in ("GET", "HEAD")
-        match = _EVENTS_PATH.match(scope["path"]) if is_read else None
-        if match is None:
-            await self.app(scope, receive, send)
-            return
-        scope["app"] = self.app
-        scope["path_params"] = {"code": match["code"]}
-        scope["session"] = self._session(scope)
-        # Called directly, without request_response(): its send wrapper would run for
-        # every chunk of the stream too.
-        response = await stream.room_events(Request(scope, receive, send))
-        await response(scope, receive, send)
-
-    def _session(self, scope: Scope) -> dict[str, Any]:
-        cookie = HTTPConnection(scope).cookies.get("session")
-        if not cookie:
-            return {}
-        try:
-            data = self._signer.unsign(cookie.encode(), max_age=SESSION_MAX_AGE)
-            session = json.loads(b64decode(data))
-        except (itsdangerous.BadSignature, ValueError):
-            return {}
-        return session if isinstance(session, dict) else {}
+async def _server_error(request: Request, exc: Exception) -> Response:
+    """A 500 in words (the traceback goes to the log, not to the reader)."""
+    try:
+        message = "Something went wrong on our side. Please try again in a moment."
+        return error_response(request, 500, message)
+    except Exception:
+        return PlainTextResponse("Something went wrong on our side.", status_code=500)
 
 
 def __getattr__(name: str) -> ASGIApp:

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from web.text import name_key
+
 logger = logging.getLogger(__name__)
 
 OnLeave = Callable[[str, str, str], Awaitable[None]]
@@ -21,6 +23,7 @@ OnLeave = Callable[[str, str, str], Awaitable[None]]
 @dataclass(slots=True)
 class _Member:
     name: str
+    key: str  # what names are compared on: lookalikes have the same key
     streams: int = 0
     leave_timer: asyncio.Task[None] | None = None
 
@@ -41,12 +44,13 @@ class Presence:
         members = self._rooms.setdefault(room, {})
         member = members.get(member_id)
         if member is None:
-            members[member_id] = _Member(name=name, streams=1)
+            members[member_id] = _Member(name=name, key=name_key(name), streams=1)
             self._changed(room)
             return True
         member.streams += 1
         if member.name != name:
             member.name = name
+            member.key = name_key(name)
             self._changed(room)
         if member.leave_timer is not None:
             member.leave_timer.cancel()
@@ -72,7 +76,7 @@ class Presence:
         members = self._rooms.setdefault(room, {})
         if member_id in members:
             return
-        member = _Member(name=name)
+        member = _Member(name=name, key=name_key(name))
         members[member_id] = member
         self._changed(room)
         self._schedule_leave(room, member_id, member, grace_seconds)
@@ -107,9 +111,10 @@ class Presence:
         return self._versions.get(room, 0)
 
     def is_name_taken(self, room: str, name: str, member_id: str | None) -> bool:
-        wanted = name.casefold()
+        """Someone else present (or inside their grace) has a name that looks like it."""
+        wanted = name_key(name)
         return any(
-            other_id != member_id and member.name.casefold() == wanted
+            other_id != member_id and member.key == wanted
             for other_id, member in self._rooms.get(room, {}).items()
         )
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader
 from starlette.templating import Jinja2Templates
 
-from db.models import Entry
+from db.models import Entry, Room
+from web.text import display_code
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -30,6 +31,8 @@ def make_templates(secret_key: str) -> Jinja2Templates:
     templates.env.globals["author_tag"] = AuthorTagger(secret_key)
     templates.env.filters["utc_iso"] = utc_iso
     templates.env.filters["utc_clock"] = utc_clock
+    templates.env.filters["author_colour"] = author_colour
+    templates.env.filters["room_code"] = display_code
     return templates
 
 
@@ -43,20 +46,33 @@ def utc_clock(moment: datetime) -> str:
 
 
 class AuthorTagger:
-    """A stable, non-reversible tag of a member id: the fragment is shared by every reader."""
+    """A stable, non-reversible tag of a member in one room (an HMAC of both).
+
+    The fragment is shared by every reader, so it carries this instead of the member
+    id; being per room, it does not link one person's messages across rooms.
+    """
 
     def __init__(self, secret_key: str) -> None:
         self._key = hashlib.sha256(b"author-tag:" + secret_key.encode()).digest()
-        self._cache: dict[str, str] = {}
+        self._cache: dict[tuple[int | None, str], str] = {}
 
-    def __call__(self, member_id: str) -> str:
-        tag = self._cache.get(member_id)
+    def __call__(self, room_id: int | None, member_id: str) -> str:
+        tag = self._cache.get((room_id, member_id))
         if tag is None:
-            digest = hmac.new(self._key, member_id.encode(), hashlib.sha256).hexdigest()
-            tag = self._cache[member_id] = digest[:16]
+            message = f"{room_id}:{member_id}".encode()
+            digest = hmac.new(self._key, message, hashlib.sha256).hexdigest()
+            tag = self._cache[(room_id, member_id)] = digest[:16]
             if len(self._cache) > 100_000:
                 self._cache.clear()
         return tag
+
+
+AUTHOR_COLOURS = 20  # .author-c0 … .author-c19 in app.css
+
+
+def author_colour(tag: str) -> int:
+    """Which of the author colours a tag gets: stable, spread evenly."""
+    return int(tag[:8], 16) % AUTHOR_COLOURS
 
 
 def render_entry(env: Environment, entry: Entry) -> str:
@@ -66,11 +82,11 @@ def render_entry(env: Environment, entry: Entry) -> str:
 MEMBERS_SHOWN = 100
 
 
-def render_members(env: Environment, code: str, members: Iterable[tuple[str, str]]) -> str:
+def render_members(env: Environment, room: Room, members: Iterable[tuple[str, str]]) -> str:
     """The member list; past MEMBERS_SHOWN names it says how many more there are."""
     everyone = list(members)
     return env.get_template("_members.html").render(
-        code=code, members=everyone[:MEMBERS_SHOWN], total=len(everyone), oob=True
+        room=room, members=everyone[:MEMBERS_SHOWN], total=len(everyone), oob=True
     )
 
 

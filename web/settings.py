@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_DATABASE_URL = "sqlite:///sala.db"
 
@@ -53,14 +54,57 @@ class Settings:
         "A stream whose client has not taken a write for this long is closed (it resumes "
         "from its cursor), so a stalled reader holds nothing for long.",
     )
-    rate_limit_burst: int = _setting(
-        60, "Messages a member may send in a burst before answers become 429."
-    )
-    rate_limit_per_second: float = _setting(
-        10.0, "Messages per second a member regains after a burst; 0 turns the limit off."
-    )
     poll_wait_seconds: float = _setting(
         20.0, "In poll mode (?mode=poll) a request with nothing to send ends after this long."
+    )
+
+    public_url: str = _setting(
+        "",
+        "The public origin, e.g. https://chat.example.org. Invite links use it, requests "
+        "for any other Host get 400, and an https origin makes the cookie Secure.",
+    )
+    cookie_secure: bool = _setting(
+        False,
+        "Mark the session cookie Secure and name it __Host-session (set it when serving "
+        "over https; an https SALA_PUBLIC_URL implies it).",
+    )
+    header_timeout_seconds: float = _setting(
+        10.0,
+        "A connection whose request line and headers have not all arrived within this "
+        "long is closed (slow clients holding connections open).",
+    )
+    body_timeout_seconds: float = _setting(
+        10.0, "A form body that has not all arrived within this long gets 408."
+    )
+    limits: str = _setting(
+        "on",
+        "off turns every per-client and per-member limit below off at once "
+        "(benchmarks and load tests only).",
+    )
+    limit_message_burst: int = _setting(
+        60, "Messages a member may send in a burst before answers become 429."
+    )
+    limit_messages_per_second: float = _setting(
+        10.0, "Messages per second a member regains after a burst; 0 turns this limit off."
+    )
+    limit_posts_per_minute: int = _setting(
+        300, "Messages per minute from one client address, all its members together."
+    )
+    limit_rooms_per_minute: int = _setting(10, "Rooms one client address may create per minute.")
+    limit_joins_per_minute: int = _setting(
+        60, "Joins per minute from one client address (a class of 30 fits in one minute)."
+    )
+    limit_lookups_per_minute: int = _setting(
+        10,
+        "Room codes that match no room, per minute and client address, before every "
+        "lookup by code from it gets 429 (against guessing codes).",
+    )
+    limit_stream_opens_per_minute: int = _setting(
+        120, "Room streams one member may open per minute (reconnects included)."
+    )
+    limit_streams_per_member: int = _setting(10, "Room streams one member may hold open at once.")
+    limit_streams_per_address: int = _setting(
+        50, "Room streams one client address may hold open at once."
     )
 
     @classmethod
@@ -73,13 +117,47 @@ class Settings:
                 continue
             kind: type[Any] = type(f.default)
             try:
-                values[f.name] = kind(raw.strip())
+                values[f.name] = _parse(kind, raw.strip())
             except ValueError as exc:
                 raise ValueError(f"{env_name(f.name)} must be a {kind.__name__}: {raw!r}") from exc
         settings = cls(**values)
+        settings.check()
         if not settings.secret_key:
             settings = cls(**{**values, "secret_key": _stored_secret(settings.database_url)})
         return settings
+
+    def check(self) -> None:
+        """Refuse settings that cannot work, in words, before serving anything."""
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("SALA_PUBLIC_URL must be an http(s) origin, e.g. https://host")
+            if parts.path not in ("", "/") or parts.query or parts.fragment:
+                raise ValueError("SALA_PUBLIC_URL is an origin only: no path, query or fragment")
+
+    @property
+    def public_origin(self) -> str | None:
+        """`scheme://host[:port]` of SALA_PUBLIC_URL, lower-cased, or None."""
+        if not self.public_url:
+            return None
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}".lower()
+
+    @property
+    def secure_cookie(self) -> bool:
+        return self.cookie_secure or self.public_url.lower().startswith("https://")
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse(kind: type[Any], raw: str) -> Any:
+    if kind is bool:
+        if raw.lower() in _TRUE | _FALSE:
+            return raw.lower() in _TRUE
+        raise ValueError(raw)
+    return kind(raw)
 
 
 def env_name(field_name: str) -> str:

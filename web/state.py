@@ -11,8 +11,8 @@ from starlette.templating import Jinja2Templates
 from db.models import EntryKind
 from db.store import Store
 from web.broker import Broker, make_broker
+from web.limits import Limits
 from web.presence import Presence
-from web.ratelimit import RateLimiter
 from web.rendering import make_templates
 from web.settings import Settings
 from web.timeline import Timeline
@@ -31,7 +31,7 @@ class AppState:
     templates: Jinja2Templates
     timeline: Timeline
     presence: Presence
-    rate_limiter: RateLimiter
+    limits: Limits
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -55,9 +55,7 @@ class AppState:
             templates=templates,
             timeline=timeline,
             presence=presence,
-            rate_limiter=RateLimiter(
-                burst=settings.rate_limit_burst, per_second=settings.rate_limit_per_second
-            ),
+            limits=Limits(settings),
         )
 
     async def restore_presence(self) -> None:

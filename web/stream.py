@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,12 +29,15 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from db.models import EntryKind, Room
+from web.access import client_address, refuse_if_name_taken, room_for_member
 from web.broker import Subscription, SubscriptionClosed
-from web.identity import Member, current_member
+from web.identity import Member
+from web.limits import TOO_MANY_STREAMS, WORDS, Limit
 from web.rendering import entry_frame
+from web.responses import error_response
 from web.security import SECURITY_HEADERS
 from web.state import AppState, app_state
-from web.views import error_response, normalize_code, room_or_404
+from web.text import parse_id
 
 logger = logging.getLogger(__name__)
 
@@ -67,19 +70,20 @@ class _Cursor:
 
 def _parse_cursor(request: Request) -> _Cursor | str:
     """Last-Event-ID wins over ?after= (htmx reconnects to the original URL)."""
-    header = request.headers.get("last-event-id", "").strip()
-    if header.isdigit():
-        return _Cursor(int(header))
+    header = parse_id(request.headers.get("last-event-id"))
+    if header is not None:
+        return _Cursor(header)
     after = request.query_params.get("after")
     if after is None or after.strip() == "":
         return _Cursor(None)
-    if not after.strip().isdigit():
+    cursor = parse_id(after)
+    if cursor is None:
         return "The cursor (after=) must be a whole number of zero or more."
-    return _Cursor(int(after.strip()))
+    return _Cursor(cursor)
 
 
 async def room_events(request: Request) -> Response:
-    """The stream, or an error page; served outside the middleware stack (see app.py)."""
+    """The stream, or an error page; served outside the middleware stack (see gate.py)."""
     response = await _room_events(request)
     if not isinstance(response, EventSourceResponse):
         response.headers.update(SECURITY_HEADERS)
@@ -88,27 +92,42 @@ async def room_events(request: Request) -> Response:
 
 async def _room_events(request: Request) -> Response:
     state = app_state(request)
-    code = normalize_code(request.path_params["code"])
-    member = current_member(request)
-    if member is None:
-        return error_response(request, 403, "Pick a name and join the room first.", code=code)
-    room = await room_or_404(request)
-    if isinstance(room, Response):
-        return room
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        # Another site cannot make a visitor appear in a room (a top-level GET joins).
+        return error_response(request, 403, "Open the room from Sala itself.")
+    checked = await room_for_member(request)
+    if isinstance(checked, Response):
+        return checked
+    room, member = checked
+    taken = refuse_if_name_taken(request, room, member)
+    if taken is not None:
+        return taken
     cursor = _parse_cursor(request)
     if isinstance(cursor, str):
-        return error_response(request, 400, cursor, code=code)
+        return error_response(request, 400, cursor, code=room.code)
+    limits = state.limits
+    wait = limits.take(Limit.STREAM_OPENS, member.id)
+    if wait:
+        return error_response(request, 429, WORDS[Limit.STREAM_OPENS], wait=wait)
+    address = client_address(request)
+    if not limits.open_stream(member.id, address):
+        return error_response(request, 429, TOO_MANY_STREAMS, wait=5)
     after = cursor.after
-    if after is not None:
-        # A cursor from beyond this database (another deployment, a reset) would
-        # make the stream skip every new id up to it: clamp it to what exists.
-        after = min(after, await state.store.max_entry_id())
+    try:
+        if after is not None:
+            # A cursor from beyond this database (another deployment, a reset) would
+            # make the stream skip every new id up to it: clamp it to what exists.
+            after = min(after, await state.store.max_entry_id())
+    except BaseException:
+        limits.close_stream(member.id, address)
+        raise
     poll = request.query_params.get("mode") == "poll"
     signal = _ShutdownSignal()
     return _EventStream(
         _events(state, room, member, after, poll, signal),
         stall_seconds=state.settings.send_timeout_seconds,
         signal=signal,
+        on_close=lambda: limits.close_stream(member.id, address),
         headers=STREAM_HEADERS,
         ping=0,
         sep="\n",
@@ -130,27 +149,36 @@ class _EventStream(EventSourceResponse):
     """
 
     def __init__(
-        self, *args: Any, stall_seconds: float, signal: _ShutdownSignal, **kwargs: Any
+        self,
+        *args: Any,
+        stall_seconds: float,
+        signal: _ShutdownSignal,
+        on_close: Callable[[], None],
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.stall_seconds = stall_seconds
         self.signal = signal
+        self.on_close = on_close
         self.sending_since: float | None = None
         self.stream_scope: anyio.CancelScope | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] == "HEAD":
-            await super().__call__(scope, receive, send)  # headers only, no stream
-            return
-        async with anyio.create_task_group() as tasks:
+        try:
+            if scope["method"] == "HEAD":
+                await super().__call__(scope, receive, send)  # headers only, no stream
+                return
+            async with anyio.create_task_group() as tasks:
 
-            async def watch_disconnect() -> None:
-                await self._listen_for_disconnect(receive)
+                async def watch_disconnect() -> None:
+                    await self._listen_for_disconnect(receive)
+                    tasks.cancel_scope.cancel()
+
+                tasks.start_soon(watch_disconnect)
+                await self._stream_response(send)
                 tasks.cancel_scope.cancel()
-
-            tasks.start_soon(watch_disconnect)
-            await self._stream_response(send)
-            tasks.cancel_scope.cancel()
+        finally:
+            self.on_close()  # counted when the stream was allowed to open
 
     async def _stream_response(self, send: Send) -> None:
         await send(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from jinja2 import Environment
 
+from db.crud import copy_entry
 from db.models import Entry, EntryKind, Room
 from db.store import Store
 from web.broker import Broker, Event
@@ -75,19 +76,12 @@ class Timeline:
     async def _write(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:BATCH_MAX], self._pending[BATCH_MAX:]
-            try:
-                results = await self.store.create_entries([a.entry for a in batch])
-            except Exception as exc:
-                logger.exception("could not store %d entries", len(batch))
-                for append in batch:
-                    if not append.done.done():
-                        append.done.set_exception(exc)
-                continue
+            results = await self._store(batch)
             published = sorted(
                 (
-                    (entry, append)
-                    for append, (entry, new) in zip(batch, results, strict=True)
-                    if new
+                    (result[0], append)
+                    for append, result in zip(batch, results, strict=True)
+                    if not isinstance(result, BaseException) and result[1]
                 ),
                 key=lambda pair: pair[0].id or 0,
             )
@@ -96,8 +90,30 @@ class Timeline:
                     append.room.code, Event(entry.id, entry_frame(self.env, entry))
                 )
             for append, result in zip(batch, results, strict=True):
-                if not append.done.done():
+                if append.done.done():
+                    continue
+                if isinstance(result, BaseException):
+                    append.done.set_exception(result)
+                else:
                     append.done.set_result(result)
+
+    async def _store(self, batch: list[_Append]) -> list[tuple[Entry, bool] | Exception]:
+        """Store a batch in one transaction; if that fails, entry by entry, so that one
+        bad entry fails alone instead of taking everyone else's messages with it."""
+        try:
+            return list(await self.store.create_entries([a.entry for a in batch]))
+        except Exception:
+            if len(batch) == 1:
+                logger.exception("could not store an entry")
+        results: list[tuple[Entry, bool] | Exception] = []
+        for append in batch:
+            try:
+                stored = await self.store.create_entries([copy_entry(append.entry)])
+                results.append(stored[0])
+            except Exception as exc:
+                logger.exception("could not store an entry")
+                results.append(exc)
+        return results
 
     def presence_frame(self, room: Room, presence: Presence) -> bytes:
         """The member list as an SSE frame, rendered once per change, not per stream."""
@@ -105,7 +121,7 @@ class Timeline:
         cached = self._presence_frames.get(room.code)
         if cached is not None and cached[0] == version:
             return cached[1]
-        frame = sse_frame(render_members(self.env, room.code, presence.members(room.code)))
+        frame = sse_frame(render_members(self.env, room, presence.members(room.code)))
         if len(self._presence_frames) > 10_000:
             self._presence_frames.clear()
         self._presence_frames[room.code] = (version, frame)

@@ -2,104 +2,104 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
-from typing import Any
+from typing import Any, cast
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from db.models import EntryKind, Room
-from web.identity import clean_name, current_member, has_control_characters, remember
-from web.rendering import MEMBERS_SHOWN
+from web.access import (
+    client_address,
+    lookup_room,
+    name_taken_words,
+    refuse_if_name_taken,
+    room_for_member,
+)
+from web.forms import FormProblem, read_form
+from web.identity import Member, bind, last_name, member_id, member_in
+from web.limits import WORDS, Limit, retry_after
+from web.rendering import MEMBERS_SHOWN, AuthorTagger
+from web.responses import error_response, is_htmx, render
 from web.state import app_state
+from web.text import clean_field, clean_message, clean_name, parse_code, parse_id
 
 PAGE_SIZE = 50
-TEXT_MAX = 2000
 KEY_MAX = 64
+_CODE_FIELD_MAX = 16
 
 
-def normalize_code(raw: str) -> str:
-    return raw.strip().upper()
-
-
-async def room_or_404(request: Request) -> Room | Response:
-    """The room named in the path, or a 404 that says so."""
-    code = normalize_code(request.path_params["code"])
-    room = await app_state(request).store.get_room(code)
-    if room is None:
-        return error_response(request, 404, f"There is no room with code {code}.", code=code)
-    return room
-
-
-def is_htmx(request: Request) -> bool:
-    return request.headers.get("hx-request") == "true"
-
-
-def render(
-    request: Request, template: str, context: dict[str, Any], status_code: int = 200
-) -> Response:
-    templates = app_state(request).templates
-    member = current_member(request)
-    context = {"me": member.id if member else None, **context}
-    return templates.TemplateResponse(request, template, context, status_code=status_code)
-
-
-def error_response(
-    request: Request, status_code: int, message: str, *, code: str | None = None
-) -> Response:
-    template = "_error.html" if is_htmx(request) else "error.html"
-    context = {"message": message, "status": status_code, "code": code}
-    return render(request, template, context, status_code)
+def _typed_code(raw: str) -> str:
+    """A code field as the person typed it (trimmed, upper-cased), to show back."""
+    return raw.strip().upper()[:_CODE_FIELD_MAX]
 
 
 # -- home --------------------------------------------------------------------
 
 
 async def home(request: Request) -> Response:
-    member = current_member(request)
-    code = normalize_code(request.query_params.get("code", ""))[:16]
+    code = _typed_code(request.query_params.get("code", ""))
+    name = last_name(request)
     error = None
-    if member and code and request.query_params.get("taken"):
-        error = _name_taken(code, member.name)
-    context = {"name": member.name if member else "", "code": code, "error": error}
-    return render(request, "home.html", context)
-
-
-def _name_taken(code: str, name: str) -> str:
-    return f"Someone in room {code} is already called {name}. Pick another name."
+    if name and code and request.query_params.get("taken"):
+        error = name_taken_words(code, name)
+    return render(request, "home.html", {"name": name, "code": code, "error": error})
 
 
 async def enter(request: Request) -> Response:
     state = app_state(request)
-    form = await request.form()
-    raw_name = str(form.get("name", ""))
-    code = normalize_code(str(form.get("code", "")))
-    action = str(form.get("action", "")).strip().lower()
+    address = client_address(request)
+    values = {"name": "", "code": ""}
+
+    def again(status_code: int, error: str, wait: float | None = None) -> Response:
+        response = render(request, "home.html", {**values, "error": error}, status_code)
+        if wait is not None:
+            response.headers["Retry-After"] = retry_after(wait)
+        return response
+
+    try:
+        form = await read_form(request, within=state.settings.body_timeout_seconds)
+    except FormProblem as exc:
+        return again(exc.status_code, exc.message)
+    raw_code = form.get("code", "")
+    values = {"name": form.get("name", "").strip()[:64], "code": _typed_code(raw_code)}
+    action = form.get("action", "").strip().lower()
     if action not in ("join", "create"):
-        action = "join" if code else "create"
+        action = "join" if raw_code.strip() else "create"
 
-    def again(status_code: int, error: str) -> Response:
-        context = {"name": raw_name.strip(), "code": code, "error": error}
-        return render(request, "home.html", context, status_code)
-
-    name, problem = clean_name(raw_name)
+    name, problem = clean_name(form.get("name", ""))
     if problem:
         return again(422, problem)
+    values["name"] = name
     if action == "create":
-        remember(request, name)
+        wait = state.limits.take(Limit.ROOMS, address)
+        if wait:
+            return again(429, WORDS[Limit.ROOMS], wait)
         room = await state.store.create_room()
+        bind(request, room.code, name)
         return RedirectResponse(f"/rooms/{room.code}", status_code=303)
 
-    if not code:
+    if not raw_code.strip():
         return again(422, "Please enter a room code, or create a new room.")
-    found = await state.store.get_room(code)
-    if found is None:
-        return again(404, f"There is no room with code {code}. Check the code and try again.")
-    member_id = request.session.get("member_id")
-    if state.presence.is_name_taken(found.code, name, member_id):
-        return again(422, _name_taken(found.code, name))
-    remember(request, name)
+    found = await lookup_room(request, raw_code)
+    if isinstance(found, Response):
+        if found.status_code == 404:
+            shown = values["code"]
+            return again(404, f"There is no room with code {shown}. Check the code and try again.")
+        return again(found.status_code, WORDS[Limit.LOOKUPS], _retry_after(found))
+    wait = state.limits.take(Limit.JOINS, address)
+    if wait:
+        return again(429, WORDS[Limit.JOINS], wait)
+    if state.presence.is_name_taken(found.code, name, member_id(request)):
+        return again(422, name_taken_words(found.code, name))
+    bind(request, found.code, name)
     return RedirectResponse(f"/rooms/{found.code}", status_code=303)
+
+
+def _retry_after(response: Response) -> float | None:
+    value = response.headers.get("retry-after")
+    return float(value) if value else None
 
 
 # -- room page ---------------------------------------------------------------
@@ -109,9 +109,10 @@ def _parse_before(request: Request) -> int | str | None:
     raw = request.query_params.get("before")
     if raw is None or raw.strip() == "":
         return None
-    if not raw.strip().isdigit():
+    before = parse_id(raw)
+    if before is None:
         return "before= must be a message id (a whole number)."
-    return int(raw.strip())
+    return before
 
 
 async def _history(room: Room, request: Request, before: int | None) -> dict[str, Any]:
@@ -124,24 +125,36 @@ async def _history(room: Room, request: Request, before: int | None) -> dict[str
     return {"room": room, "entries": entries, "has_older": has_older}
 
 
+def _context(request: Request, room: Room, member: Member) -> dict[str, Any]:
+    """What every room template needs to know about the reader."""
+    tag = cast(AuthorTagger, app_state(request).templates.env.globals["author_tag"])
+    return {"room": room, "me": member.id, "me_tag": tag(room.id, member.id)}
+
+
 async def room_page(request: Request) -> Response:
-    # Codes are case-insensitive: /rooms/kxq7tb is the same room as /rooms/KXQ7TB.
-    code = normalize_code(request.path_params["code"])
-    room = await room_or_404(request)
-    if isinstance(room, Response):
-        return room
-    member = current_member(request)
+    raw = request.path_params["code"]
+    code = parse_code(raw)
+    member = member_in(request, code) if code else None
     if member is None:
-        return RedirectResponse(f"/?code={code}", status_code=303)
+        # Not joined (a shared link, say): the home form, with the code filled in.
+        found = await lookup_room(request, raw)
+        if isinstance(found, Response):
+            return found
+        return RedirectResponse(f"/?code={found.code}", status_code=303)
+    checked = await room_for_member(request)
+    if isinstance(checked, Response):
+        return checked
+    room, member = checked
     if app_state(request).presence.is_name_taken(room.code, member.name, member.id):
-        # Came by link with a name someone present already has: pick another first.
-        return RedirectResponse(f"/?code={code}&taken=1", status_code=303)
-    return await _room_response(request, room)
+        # Someone present now has a name like this member's: pick another first.
+        return RedirectResponse(f"/?code={room.code}&taken=1", status_code=303)
+    return await _room_response(request, room, member)
 
 
 async def _room_response(
     request: Request,
     room: Room,
+    member: Member,
     *,
     status_code: int = 200,
     form_error: str | None = None,
@@ -159,12 +172,14 @@ async def _room_response(
         newest_id = entries[-1].id if entries else await state.store.max_entry_id()
     else:
         newest_id = None  # an older page is not live
+    origin = state.settings.public_origin or str(request.base_url).rstrip("/")
     context.update(
+        _context(request, room, member),
         before=before,
         newest_id=newest_id,
         members=members[:MEMBERS_SHOWN],
         total=len(members),
-        invite_url=str(request.url_for("home").include_query_params(code=room.code)),
+        invite_url=f"{origin}/?code={room.code}",
         idempotency_key=key or new_key(),
         text=text,
         form_error=form_error,
@@ -173,13 +188,15 @@ async def _room_response(
 
 
 async def history(request: Request) -> Response:
-    room = await room_or_404(request)
-    if isinstance(room, Response):
-        return room
+    checked = await room_for_member(request)
+    if isinstance(checked, Response):
+        return checked
+    room, member = checked
     before = _parse_before(request)
     if isinstance(before, str):
         return error_response(request, 400, before, code=room.code)
     context = await _history(room, request, before)
+    context.update(_context(request, room, member))
     return render(request, "_history.html", context)
 
 
@@ -190,55 +207,36 @@ def new_key() -> str:
     return secrets.token_urlsafe(16)
 
 
-def _clean_text(raw: str) -> tuple[str, str | None]:
-    text = raw.replace("\r\n", "\n").replace("\r", "\n").strip()
-    if not text:
-        return text, "Write something before sending."
-    if len(text) > TEXT_MAX:
-        return (
-            text,
-            f"A message can be at most {TEXT_MAX} characters long (this one has {len(text)}).",
-        )
-    if has_control_characters(text, allowed="\n\t"):
-        return text, "A message cannot contain control characters."
-    return text, None
-
-
-def _clean_key(raw: str) -> tuple[str | None, str | None]:
-    key = raw.strip()
-    if not key:
-        return None, None
-    if len(key) > KEY_MAX or not key.isascii() or not key.isprintable():
-        return None, "The message form is out of date: reload the page and send again."
-    return key, None
-
-
 async def post_message(request: Request) -> Response:
     state = app_state(request)
-    code = normalize_code(request.path_params["code"])
-    member = current_member(request)
-    if member is None:
-        message = "Your session has ended: pick a name and join the room again."
-        return error_response(request, 403, message, code=code)
-    room = await room_or_404(request)
-    if isinstance(room, Response):
-        return room
+    checked = await room_for_member(request)
+    if isinstance(checked, Response):
+        return checked
+    room, member = checked
+    try:
+        form = await read_form(request, within=state.settings.body_timeout_seconds)
+    except FormProblem as exc:
+        return await _form_error(request, room, member, exc.status_code, exc.message)
+    raw_text = form.get("text", "")
+    raw_key = form.get("idempotency_key", "") or request.headers.get("idempotency-key", "")
+    text, problem = clean_message(raw_text)
+    key = clean_field(raw_key, max_length=KEY_MAX) or None
+    if problem is None and raw_key.strip() and key is None:
+        problem = "The message form is out of date: reload the page and send again."
+    shown_text = raw_text if problem is None or "valid text" not in problem else ""
+    if problem:
+        return await _form_error(request, room, member, 422, problem, shown_text, key)
+    taken = refuse_if_name_taken(request, room, member)
+    if taken is not None:
+        return taken
+    for limit, subject in ((Limit.MESSAGES, member.id), (Limit.POSTS, client_address(request))):
+        wait = state.limits.take(limit, subject)
+        if wait:
+            response = await _form_error(request, room, member, 429, WORDS[limit], raw_text, key)
+            response.headers["Retry-After"] = retry_after(wait)
+            return response
 
-    form = await request.form()
-    raw_text = str(form.get("text", ""))
-    raw_key = str(form.get("idempotency_key", "") or request.headers.get("idempotency-key", ""))
-    text, problem = _clean_text(raw_text)
-    key, key_problem = _clean_key(raw_key)
-    if problem or key_problem:
-        return await _form_error(request, room, 422, problem or key_problem or "", raw_text, key)
-    wait = state.rate_limiter.acquire(member.id)
-    if wait:
-        error = "You are sending messages too fast. Wait a moment, then send again."
-        response = await _form_error(request, room, 429, error, raw_text, key)
-        response.headers["Retry-After"] = state.rate_limiter.retry_after_header(wait)
-        return response
-
-    await state.timeline.append(
+    entry, _new = await state.timeline.append(
         room,
         kind=EntryKind.MESSAGE,
         author_id=member.id,
@@ -246,25 +244,35 @@ async def post_message(request: Request) -> Response:
         body=text,
         idempotency_key=key,
     )
+    if entry.author_id != member.id:
+        # Keys are unique per room: someone else's message already has this one.
+        error = "This message's form was already used by someone else: reload and send again."
+        return await _form_error(request, room, member, 409, error, raw_text, None)
     if is_htmx(request):
-        context = {"room": room, "idempotency_key": new_key(), "text": "", "form_error": None}
-        return render(request, "_message_form.html", context)
+        context = {**_context(request, room, member), "idempotency_key": new_key(), "text": ""}
+        return render(request, "_message_form.html", {**context, "form_error": None})
     return RedirectResponse(f"/rooms/{room.code}", status_code=303)
 
 
 async def _form_error(
-    request: Request, room: Room, status_code: int, error: str, text: str, key: str | None
+    request: Request,
+    room: Room,
+    member: Member,
+    status_code: int,
+    error: str,
+    text: str = "",
+    key: str | None = None,
 ) -> Response:
     if is_htmx(request):
         context = {
-            "room": room,
+            **_context(request, room, member),
             "form_error": error,
             "text": text,
             "idempotency_key": key or new_key(),
         }
         return render(request, "_message_form.html", context, status_code)
     return await _room_response(
-        request, room, status_code=status_code, form_error=error, text=text, key=key
+        request, room, member, status_code=status_code, form_error=error, text=text, key=key
     )
 
 
@@ -272,16 +280,41 @@ async def _form_error(
 
 
 async def healthz(request: Request) -> Response:
+    """Ok or not, and nothing about the inside."""
+    try:
+        await app_state(request).store.ping()
+    except Exception:
+        return JSONResponse({"status": "error"}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+async def healthz_detail(request: Request) -> Response:
+    """For operators on the machine itself: what this process holds.
+
+    Answered only to a loopback peer that no proxy forwarded (nginx adds
+    X-Forwarded-For), so it is never public.
+    """
+    forwarded = any(h in request.headers for h in ("x-forwarded-for", "forwarded"))
+    if forwarded or not ip_address_is_loopback(client_address(request)):
+        return error_response(request, 404, "Not found.")
     state = app_state(request)
     try:
         await state.store.ping()
+        database = "ok"
     except Exception as exc:
-        return JSONResponse({"status": "error", "database": str(exc)}, status_code=503)
+        database = f"error: {type(exc).__name__}"
     return JSONResponse(
         {
-            "status": "ok",
-            "database": "ok",
+            "status": "ok" if database == "ok" else "error",
+            "database": database,
             "subscribers": state.broker.subscriber_count(),
             "members": state.presence.count(),
         }
     )
+
+
+def ip_address_is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False

@@ -5,51 +5,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect
+from playwright.sync_api import Page, expect
 
+from tests.browser.conftest import Pages
 from tests.browser.test_chat import enter, send
 from tests.conftest import Server, ServerFactory
-
-
-class Pages:
-    """Pages in fresh contexts; any console error or CSP report fails the test,
-    except those the test says it expects."""
-
-    def __init__(self, browser: Browser) -> None:
-        self.browser = browser
-        self.contexts: list[BrowserContext] = []
-        self.problems: list[str] = []
-        self.expected: list[str] = []
-
-    def new(self, **options: Any) -> Page:
-        context = self.browser.new_context(**options)
-        self.contexts.append(context)
-        page = context.new_page()
-        page.on("console", self._record)
-        page.on("pageerror", lambda error: self.problems.append(str(error)))
-        return page
-
-    def _record(self, message: ConsoleMessage) -> None:
-        if message.type == "error" or "Content Security Policy" in message.text:
-            self.problems.append(message.text)
-
-    def unexpected(self) -> list[str]:
-        return [p for p in self.problems if not any(e in p for e in self.expected)]
-
-
-@pytest.fixture
-def pages(browser: Browser, make_server: ServerFactory) -> Iterator[Pages]:
-    # Asks for make_server so that the pages close before the servers stop.
-    pages = Pages(browser)
-    yield pages
-    for context in pages.contexts:
-        context.close()
-    assert not pages.unexpected(), pages.unexpected()
-    assert not [p for p in pages.problems if "Content Security Policy" in p]
 
 
 @contextlib.contextmanager
@@ -91,7 +53,7 @@ def test_pages_catch_up_after_a_server_restart(pages: Pages, server: Server) -> 
 
 def _reader_in_a_room(pages: Pages, make_server: ServerFactory) -> tuple[Server, Page, str]:
     """Ana in a new room on a server without a rate limit (the tests post a lot)."""
-    server = make_server(rate_limit_per_second=0)
+    server = make_server(limit_messages_per_second=0)
     page = pages.new(viewport={"width": 800, "height": 600})
     return server, page, enter(page, server, "Ana")
 
@@ -166,7 +128,7 @@ def test_hidden_tab_counts_unread_messages_in_the_title(pages: Pages, server: Se
 def test_everything_but_live_updates_works_without_javascript(
     pages: Pages, make_server: ServerFactory
 ) -> None:
-    server = make_server(rate_limit_per_second=0)
+    server = make_server(limit_messages_per_second=0)
     page = pages.new(java_script_enabled=False)
     pages.expected.append("status of 422")
     page.goto(server.url + "/")

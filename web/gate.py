@@ -1,0 +1,127 @@
+"""The outermost layer: every request passes here before Starlette sees it.
+
+- With `SALA_PUBLIC_URL`, a request for another `Host` gets 400.
+- An unsafe method sent from another site gets 403 (see security.py).
+- Security headers go on every response, 500s included (Starlette's error
+  middleware sits inside this layer), and HTML is never cached.
+- Room streams skip the middleware stack. Every chunk of a stream went through
+  four middleware send wrappers, which cost more per delivered event than the
+  rest of the send. Streams only need the session, so it is read here (the same
+  signed format that SessionMiddleware writes), and they set their own headers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from base64 import b64decode
+from typing import Any
+
+import itsdangerous
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection, Request
+from starlette.types import Message, Receive, Scope, Send
+
+from web import stream
+from web.responses import error_response
+from web.security import (
+    CROSS_SITE_WORDS,
+    RAW_SECURITY_HEADERS,
+    SAFE_METHODS,
+    is_cross_site,
+    own_origin,
+)
+from web.settings import Settings
+
+_EVENTS_PATH = re.compile(r"^/rooms/(?P<code>[^/]+)/events$")
+_UNGUARDED_HOST_PATHS = ("/healthz",)  # load balancers probe by address
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+class Gate:
+    def __init__(
+        self, app: Starlette, settings: Settings, *, session_cookie: str, max_age: int
+    ) -> None:
+        self.app = app
+        self.state = app.state
+        self._public_origin = settings.public_origin
+        self._public_host = self._public_origin.split("://", 1)[1] if self._public_origin else None
+        self._cookie = session_cookie
+        self._max_age = max_age
+        self._signer = itsdangerous.TimestampSigner(settings.secret_key)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        problem = self._refusal(scope, headers)
+        if problem is not None:
+            await self._refuse(scope, receive, send, *problem)
+            return
+        if scope["method"] in ("GET", "HEAD"):
+            match = _EVENTS_PATH.match(scope["path"])
+            if match is not None:
+                await self._stream(scope, receive, send, match["code"])
+                return
+        await self.app(scope, receive, _guarded(send))
+
+    def _refusal(self, scope: Scope, headers: Headers) -> tuple[int, str] | None:
+        if self._public_host is not None and scope["path"] not in _UNGUARDED_HOST_PATHS:
+            host = headers.get("host", "").lower()
+            if host != self._public_host and _default_port(host, scope) != self._public_host:
+                return 400, f"This server only answers for {self._public_origin}."
+        if scope["method"] not in SAFE_METHODS:
+            origin = own_origin(headers, scope["scheme"], self._public_origin)
+            if is_cross_site(headers, origin):
+                return 403, CROSS_SITE_WORDS
+        return None
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, status: int, message: str
+    ) -> None:
+        scope["app"] = self.app
+        scope.setdefault("session", {})
+        response = error_response(Request(scope, receive), status, message)
+        await response(scope, receive, _guarded(send))
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, code: str) -> None:
+        scope["app"] = self.app
+        scope["path_params"] = {"code": code}
+        scope["session"] = self._session(scope)
+        # Called directly, without request_response(): its send wrapper would run for
+        # every chunk of the stream too.
+        response = await stream.room_events(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    def _session(self, scope: Scope) -> dict[str, Any]:
+        cookie = HTTPConnection(scope).cookies.get(self._cookie)
+        if not cookie:
+            return {}
+        try:
+            data = self._signer.unsign(cookie.encode(), max_age=self._max_age)
+            session = json.loads(b64decode(data))
+        except (itsdangerous.BadSignature, ValueError):
+            return {}
+        return session if isinstance(session, dict) else {}
+
+
+def _default_port(host: str, scope: Scope) -> str:
+    """`host:443` for https (and `:80` for http) names the same origin as `host`."""
+    default = ":443" if scope["scheme"] == "https" else ":80"
+    return host.removesuffix(default)
+
+
+def _guarded(send: Send) -> Send:
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            names = {name.lower() for name, _ in headers}
+            content_type = dict(headers).get(b"content-type", b"")
+            if content_type.startswith(b"text/html") and b"cache-control" not in names:
+                headers.append(_NO_STORE)
+            message["headers"] = [*headers, *RAW_SECURITY_HEADERS]
+        await send(message)
+
+    return send_with_headers

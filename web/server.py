@@ -1,0 +1,176 @@
+"""The HTTP server: uvicorn's httptools protocol with a deadline for each request head.
+
+uvicorn has no read timeout for request headers: its keep-alive timer is cancelled by
+every byte received, so a client that sends a header byte every few seconds (slowloris)
+holds a connection, and whatever the app keeps per connection, for ever. Here a request
+head (request line and headers) must arrive in full within `header_timeout` seconds of
+the connection opening or of the previous response ending; otherwise the connection gets
+a short 408 and is closed. Once a head is complete the deadline is off, so a long
+response (a room's event stream) is never cut by it.
+
+    connection opens ──┐                    ┌─▶ head complete: deadline off, the app
+                       ├─▶ deadline armed ──┤     answers (a stream may last hours)
+    response ends ─────┘                    └─▶ deadline passes: 408 if a request
+                                                had begun, then close
+
+`tests/test_slow_clients.py` checks the uvicorn internals this relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+import uvicorn
+from starlette.types import ASGIApp
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+DEFAULT_HEADER_TIMEOUT = 10.0
+
+_TIMEOUT_BODY = b"The request took too long to arrive.\n"
+
+
+class HeadTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus a deadline for each request head."""
+
+    header_timeout: ClassVar[float] = DEFAULT_HEADER_TIMEOUT
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+        # Whether bytes of the next request have arrived: they get a 408, an idle
+        # connection is just closed (as the keep-alive timeout would).
+        self._head_begun = False
+
+    def connection_made(  # type: ignore[override]
+        self, transport: asyncio.Transport
+    ) -> None:
+        super().connection_made(transport)
+        # uvicorn arms no timer at all until a first response: a connection that never
+        # sends a byte would otherwise stay open for ever.
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        # No new deadline here: the one armed when the connection opened or the last
+        # response ended still runs, so dribbling the head byte by byte gains nothing. A
+        # head pipelined behind a response still in flight gets its deadline when that
+        # response ends.
+        self._head_begun = True
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head_timer()
+        self._head_begun = False
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        # A request already queued behind this one has its head in full: uvicorn starts
+        # it now and no deadline applies until its own response ends.
+        queued = bool(self.pipeline)
+        super().on_response_complete()
+        if not queued and not self.transport.is_closing():
+            self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A response is in flight (a stream): the timer is never armed then, and if it
+            # ever were, cutting the response would be worse than waiting for its end.
+            return
+        if self._head_begun:
+            self._send_408()
+        self.transport.close()
+
+    def _send_408(self) -> None:
+        content = [STATUS_LINE[408]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: text/plain; charset=utf-8\r\n",
+                b"content-length: " + str(len(_TIMEOUT_BODY)).encode("ascii") + b"\r\n",
+                b"connection: close\r\n",
+                b"\r\n",
+                _TIMEOUT_BODY,
+            ]
+        )
+        self.transport.write(b"".join(content))
+
+
+def protocol_with(header_timeout: float) -> type[HeadTimeoutProtocol]:
+    """The protocol class with this head deadline (uvicorn builds protocols from a class)."""
+    if not header_timeout > 0:
+        raise ValueError(
+            f"the header timeout must be a positive number of seconds: {header_timeout}"
+        )
+    seconds = header_timeout
+
+    class _Protocol(HeadTimeoutProtocol):
+        header_timeout = seconds
+
+    return _Protocol
+
+
+def config(
+    app: ASGIApp,
+    *,
+    host: str,
+    port: int,
+    log_level: str,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    forwarded_allow_ips: str | None = None,
+) -> uvicorn.Config:
+    """uvicorn's settings for Sala.
+
+    `forwarded_allow_ips` (comma-separated addresses or networks, or `*`) are the
+    proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed. Without it
+    nothing is: any client could otherwise pick the address its limits are counted by.
+    """
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=protocol_with(header_timeout),
+        proxy_headers=forwarded_allow_ips is not None,
+        forwarded_allow_ips=forwarded_allow_ips,
+        # How long a shutdown waits for open responses; streams end themselves sooner.
+        timeout_graceful_shutdown=10,
+    )
+
+
+def serve(
+    app: ASGIApp,
+    *,
+    host: str,
+    port: int,
+    log_level: str,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    forwarded_allow_ips: str | None = None,
+) -> None:
+    """Serve `app` until SIGINT/SIGTERM."""
+    uvicorn.Server(
+        config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            header_timeout=header_timeout,
+            forwarded_allow_ips=forwarded_allow_ips,
+        )
+    ).run()
