@@ -13,7 +13,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from tests.client import Person, page_entries
-from tests.conftest import Server
+from tests.conftest import Server, ServerFactory
 from tests.hostile import room_still_works, stored, stored_messages, words
 
 pytestmark = pytest.mark.anyio
@@ -118,9 +118,10 @@ async def test_bidi_controls_in_a_name_cannot_flip_the_line(server: Server) -> N
         assert "\u202e" not in str(page.select_one("#members"))
 
 
-async def test_unknown_codes_are_throttled_per_address(server: Server) -> None:
+async def test_unknown_codes_are_throttled_per_address(make_server: ServerFactory) -> None:
     """Bug: ~900 code guesses a second from one client, over 23**6 codes.
     Fix: 8-letter codes, and failed lookups per address are limited (429)."""
+    server = make_server(limit_lookups_per_minute=10)
     async with Person(server.url, "Ana") as ana, Person(server.url, "Eve") as eve:
         code = await ana.create_room()
         assert len(code) == 8

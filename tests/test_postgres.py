@@ -59,3 +59,25 @@ async def test_chat_history_and_resume_on_postgresql(
         assert again.ids == sorted(set(again.ids)) and all(i > cursor for i in again.ids)
         for entry in again.entries:
             assert entry.time.endswith("Z")
+
+
+async def test_hostile_numbers_and_codes_are_4xx_on_postgresql(
+    make_server: ServerFactory, postgres_url: str
+) -> None:
+    """Bug: `?before=2147483648` overflowed PostgreSQL's INTEGER, and a NUL in a room
+    code reached it ("A string literal cannot contain NUL"): both were 500s.
+    Fix: ids have a ceiling and codes match their pattern before any query."""
+    server: Server = make_server(database_url=postgres_url)
+    async with Person(server.url, "Ana") as ana:
+        code = await ana.create_room()
+        assert len(code) == 8  # the migration widened room.code
+        await ana.say(code, "kept")
+        for query in ("before=2147483648", "before=9223372036854775808"):
+            assert (await ana.client.get(f"/rooms/{code}/messages?{query}")).status_code == 400
+        assert (await ana.client.get(f"/rooms/{code}/events?after=2147483648")).status_code == 400
+        for raw in ("ABCD%00EFGH", "%00"):
+            assert (await ana.client.get(f"/rooms/{raw}")).status_code == 404
+        joined = await ana.client.post("/", data={"name": "Ana", "code": "AB\x00CDEFG"})
+        assert joined.status_code == 404
+        history = await ana.client.get(f"/rooms/{code}/messages")
+        assert history.status_code == 200 and "kept" in history.text

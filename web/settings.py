@@ -88,19 +88,19 @@ class Settings:
         10.0, "Messages per second a member regains after a burst; 0 turns this limit off."
     )
     limit_posts_per_minute: int = _setting(
-        300, "Messages per minute from one client address, all its members together."
+        1200, "Messages per minute from one client address, all its members together."
     )
-    limit_rooms_per_minute: int = _setting(10, "Rooms one client address may create per minute.")
+    limit_rooms_per_minute: int = _setting(30, "Rooms one client address may create per minute.")
     limit_joins_per_minute: int = _setting(
-        60, "Joins per minute from one client address (a class of 30 fits in one minute)."
+        120, "Joins per minute from one client address (a class of 30 fits in one minute)."
     )
     limit_lookups_per_minute: int = _setting(
-        10,
+        30,
         "Room codes that match no room, per minute and client address, before every "
         "lookup by code from it gets 429 (against guessing codes).",
     )
     limit_stream_opens_per_minute: int = _setting(
-        120, "Room streams one member may open per minute (reconnects included)."
+        600, "Room streams one member may open per minute (reconnects included)."
     )
     limit_streams_per_member: int = _setting(10, "Room streams one member may hold open at once.")
     limit_streams_per_address: int = _setting(
