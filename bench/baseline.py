@@ -18,8 +18,9 @@ from urllib.parse import parse_qs
 
 FRAME = (
     'id: {id}\ndata: <li id="entry-{id}" class="entry message" data-author="0123456789abcdef">\n'
-    'data:   <div class="bubble">\ndata:     <span class="author">Bench</span>\n'
-    'data:     <p class="text">{text}</p>\n'
+    'data:   <div class="bubble">\n'
+    'data:     <span class="author author-c7" title="Bench #0123"><bdi>Bench</bdi></span>\n'
+    'data:     <p class="text" dir="auto">{text}</p>\n'
     'data:     <time datetime="{iso}">{clock}</time>\ndata:   </div>\ndata: </li>\n\n'
 )
 STREAM_HEAD = (

@@ -14,7 +14,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-MARK = re.compile(rb'class="text">m(\d+) ')
+MARK = re.compile(rb'class="text"[^>]*>m(\d+) ')
 TAIL = 64
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
