@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         Route("/rooms/{code}", views.room_page, methods=["GET"]),
         Route("/rooms/{code}/messages", views.post_message, methods=["POST"]),
         Route("/rooms/{code}/messages", views.history, methods=["GET"]),
+        Route("/rooms/{code}/leave", views.leave, methods=["POST"]),
         # Served by the gate (gate.py) outside the middleware; listed so other
         # methods get 405.
         Route("/rooms/{code}/events", stream.room_events, methods=["GET"]),

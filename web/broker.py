@@ -31,9 +31,10 @@ class SubscriptionClosed(Exception):
 
 
 class Subscription:
-    __slots__ = ("_items", "_maxsize", "_timer", "_timer_at", "_waiter", "closed")
+    __slots__ = ("_items", "_maxsize", "_timer", "_timer_at", "_waiter", "closed", "member")
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, member: str | None = None) -> None:
+        self.member = member  # whose stream this is, so that leaving can end it
         self._items: deque[Event] = deque()
         self._maxsize = maxsize
         self._waiter: asyncio.Future[None] | None = None
@@ -99,7 +100,11 @@ class Subscription:
 class Broker(Protocol):
     async def publish(self, room: str, event: Event) -> None: ...
 
-    def subscribe(self, room: str) -> AbstractAsyncContextManager[Subscription]: ...
+    def subscribe(
+        self, room: str, member: str | None = None
+    ) -> AbstractAsyncContextManager[Subscription]: ...
+
+    def close_member(self, room: str, member: str, reason: str) -> None: ...
 
     def subscriber_count(self) -> int: ...
 
@@ -118,8 +123,8 @@ class MemoryBroker:
             subscription.push(event)
 
     @asynccontextmanager
-    async def subscribe(self, room: str) -> AsyncIterator[Subscription]:
-        subscription = Subscription(self._queue_size)
+    async def subscribe(self, room: str, member: str | None = None) -> AsyncIterator[Subscription]:
+        subscription = Subscription(self._queue_size, member)
         self._rooms.setdefault(room, set()).add(subscription)
         try:
             yield subscription
@@ -130,6 +135,12 @@ class MemoryBroker:
                 subscribers.discard(subscription)
                 if not subscribers:
                     del self._rooms[room]
+
+    def close_member(self, room: str, member: str, reason: str) -> None:
+        """End every stream `member` has open in `room` (they left)."""
+        for subscription in tuple(self._rooms.get(room, ())):
+            if subscription.member == member:
+                subscription.close(reason)
 
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._rooms.values())

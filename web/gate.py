@@ -65,6 +65,10 @@ class Gate:
             if match is not None:
                 await self._stream(scope, receive, send, match["code"])
                 return
+        if self._unreadable_session(scope):
+            # Signed by our key yet not a session (an older format, a leaked key):
+            # SessionMiddleware would fail on it, so it is no session at all.
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"cookie"]
         await self.app(scope, receive, _guarded(send))
 
     def _refusal(self, scope: Scope, headers: Headers) -> tuple[int, str] | None:
@@ -96,15 +100,25 @@ class Gate:
         await response(scope, receive, send)
 
     def _session(self, scope: Scope) -> dict[str, Any]:
+        return self._read_session(scope) or {}
+
+    def _read_session(self, scope: Scope) -> dict[str, Any] | None:
+        """The session in the cookie; {} without one; None when it is signed but unreadable."""
         cookie = HTTPConnection(scope).cookies.get(self._cookie)
         if not cookie:
             return {}
         try:
             data = self._signer.unsign(cookie.encode(), max_age=self._max_age)
-            session = json.loads(b64decode(data))
-        except (itsdangerous.BadSignature, ValueError):
+        except itsdangerous.BadSignature:
             return {}
-        return session if isinstance(session, dict) else {}
+        try:
+            session = json.loads(b64decode(data))
+        except ValueError:  # not base64, not UTF-8 or not JSON
+            return None
+        return session if isinstance(session, dict) else None
+
+    def _unreadable_session(self, scope: Scope) -> bool:
+        return self._read_session(scope) is None
 
 
 def _default_port(host: str, scope: Scope) -> str:

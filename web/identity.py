@@ -7,11 +7,14 @@ anywhere cannot speak in, or read, a room it never joined.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import HTTPConnection
+
+from web.text import clean_name, parse_code
 
 ROOMS_REMEMBERED = 20  # keeps the cookie well under browsers' 4 KB
 
@@ -27,15 +30,27 @@ def _session(connection: HTTPConnection) -> dict[str, Any]:
     return session if isinstance(session, dict) else {}
 
 
+_MEMBER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _is_member_id(value: object) -> bool:
+    return isinstance(value, str) and _MEMBER_ID.fullmatch(value) is not None
+
+
+def _is_name(value: object) -> bool:
+    """A name as joining would have accepted it (a cookie may be older than the rules)."""
+    return isinstance(value, str) and clean_name(value) == (value, None)
+
+
 def member_id(connection: HTTPConnection) -> str | None:
     value = _session(connection).get("member_id")
-    return value if isinstance(value, str) and value else None
+    return value if isinstance(value, str) and _is_member_id(value) else None
 
 
 def last_name(connection: HTTPConnection) -> str:
     """The name this browser used last (to fill in the home form)."""
     value = _session(connection).get("name")
-    return value if isinstance(value, str) else ""
+    return value if isinstance(value, str) and _is_name(value) else ""
 
 
 def _rooms(session: dict[str, Any]) -> dict[str, str]:
@@ -43,11 +58,20 @@ def _rooms(session: dict[str, Any]) -> dict[str, str]:
     return rooms if isinstance(rooms, dict) else {}
 
 
+def _left(session: dict[str, Any]) -> list[str]:
+    left = session.get("left")
+    return left if isinstance(left, list) else []
+
+
 def member_in(connection: HTTPConnection, code: str) -> Member | None:
-    """The member and their name in room `code`, if this session joined it."""
+    """The member and their name in room `code`, if this session joined it (and has
+    not left it since)."""
+    session = _session(connection)
     mid = member_id(connection)
-    name = _rooms(_session(connection)).get(code)
-    if mid is None or not isinstance(name, str) or not name:
+    name = _rooms(session).get(code)
+    if mid is None or not isinstance(name, str) or not _is_name(name):
+        return None
+    if code in _left(session):
         return None
     return Member(id=mid, name=name)
 
@@ -60,5 +84,21 @@ def bind(connection: HTTPConnection, code: str, name: str) -> Member:
     rooms[code] = name
     while len(rooms) > ROOMS_REMEMBERED:
         del rooms[next(iter(rooms))]
-    session.update(member_id=mid, name=name, rooms=rooms)
+    left = [c for c in _left(session) if c != code and c in rooms]
+    session.update(member_id=mid, name=name, rooms=rooms, left=left)
     return Member(id=mid, name=name)
+
+
+def unbind(connection: HTTPConnection, code: str) -> None:
+    """Leave: the room stays in this browser's list, but reading it needs joining again."""
+    session = _session(connection)
+    if code in _rooms(session) and code not in _left(session):
+        session["left"] = [*_left(session), code]
+
+
+def visited(connection: HTTPConnection) -> list[tuple[str, str, bool]]:
+    """(code, name, still joined) of the rooms this browser has been in, newest first."""
+    session = _session(connection)
+    left = set(_left(session))
+    rooms = [(code, name, code not in left) for code, name in _rooms(session).items()]
+    return [r for r in reversed(rooms) if parse_code(r[0]) == r[0] and _is_name(r[1])]

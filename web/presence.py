@@ -81,6 +81,22 @@ class Presence:
         self._changed(room)
         self._schedule_leave(room, member_id, member, grace_seconds)
 
+    def leave_now(self, room: str, member_id: str) -> str | None:
+        """The member left on purpose: gone at once, no grace. Their name, if they
+        were present (a reader without JavaScript never entered)."""
+        members = self._rooms.get(room, {})
+        member = members.pop(member_id, None)
+        if member is None:
+            return None
+        if member.leave_timer is not None:
+            member.leave_timer.cancel()
+            member.leave_timer = None
+        member.streams = 0
+        self._changed(room)
+        if not members:
+            self._rooms.pop(room, None)
+        return member.name
+
     def _schedule_leave(self, room: str, member_id: str, member: _Member, delay: float) -> None:
         if member.leave_timer is not None:
             member.leave_timer.cancel()

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader
+from markupsafe import Markup, escape
 from starlette.templating import Jinja2Templates
 
 from db.models import Entry, Room
@@ -32,8 +33,39 @@ def make_templates(secret_key: str) -> Jinja2Templates:
     templates.env.filters["utc_iso"] = utc_iso
     templates.env.filters["utc_clock"] = utc_clock
     templates.env.filters["author_colour"] = author_colour
+    templates.env.filters["linkify"] = linkify
     templates.env.filters["room_code"] = display_code
     return templates
+
+
+_URL = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
+_TRAILING = ".,;:!?'\")]}"
+
+
+def linkify(text: str) -> Markup:
+    """The text, HTML-escaped, with http(s) URLs made into links (and nothing else:
+    escape first, then link; `javascript:` and other schemes never match)."""
+    parts: list[str] = []
+    position = 0
+    for match in _URL.finditer(text):
+        url = match.group()
+        # Trailing punctuation usually ends the sentence, not the URL (but keep a
+        # closing bracket that has its opening one inside, as in Wikipedia links).
+        while url and url[-1] in _TRAILING:
+            if url[-1] == ")" and url.count("(") >= url.count(")"):
+                break
+            url = url[:-1]
+        if len(url) <= len("https://"):
+            continue
+        start = match.start()
+        parts.append(str(escape(text[position:start])))
+        href = escape(url)
+        parts.append(
+            f'<a href="{href}" rel="noopener noreferrer nofollow" target="_blank">{href}</a>'
+        )
+        position = start + len(url)
+    parts.append(str(escape(text[position:])))
+    return Markup("".join(parts))
 
 
 def utc_iso(moment: datetime) -> str:

@@ -37,9 +37,10 @@ class Settings:
         "the client reconnects with its cursor.",
     )
     presence_grace_seconds: float = _setting(
-        5.0,
+        90.0,
         "A member leaves when their last stream has been closed for this long, so a "
-        "refresh or a reconnect makes no join/leave noise.",
+        "refresh, a reconnect or a phone locking its screen for a minute makes no "
+        "join/leave noise (the Leave button records an exit at once).",
     )
     broker_url: str = _setting(
         "memory://", "Where events fan out. Only memory:// (one process) for now."

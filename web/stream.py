@@ -266,7 +266,7 @@ async def _events(
         deadline = started + settings.stream_max_seconds * random.uniform(0.8, 1.0)
 
     presence = state.presence
-    async with state.broker.subscribe(room.code) as subscription:
+    async with state.broker.subscribe(room.code, member.id) as subscription:
         signal.subscription = subscription
         if signal.is_set:
             return

@@ -80,6 +80,7 @@ def _too_many_marks(text: str, limit: int) -> bool:
     return False
 
 
+@lru_cache(maxsize=10_000)
 def clean_name(raw: str) -> tuple[str, str | None]:
     """The name as it will be shown and, if it is not acceptable, why (in words).
 

@@ -18,12 +18,19 @@ from web.access import (
     room_for_member,
 )
 from web.forms import FormProblem, read_form
-from web.identity import Member, bind, last_name, member_id, member_in
+from web.identity import Member, bind, last_name, member_id, member_in, unbind, visited
 from web.limits import WORDS, Limit, retry_after
 from web.rendering import MEMBERS_SHOWN, AuthorTagger
 from web.responses import error_response, is_htmx, render
 from web.state import app_state
-from web.text import clean_field, clean_message, clean_name, parse_code, parse_id
+from web.text import (
+    clean_field,
+    clean_message,
+    clean_name,
+    display_code,
+    parse_code,
+    parse_id,
+)
 
 PAGE_SIZE = 50
 KEY_MAX = 64
@@ -44,7 +51,18 @@ async def home(request: Request) -> Response:
     error = None
     if name and code and request.query_params.get("taken"):
         error = name_taken_words(code, name)
-    return render(request, "home.html", {"name": name, "code": code, "error": error})
+    return render(request, "home.html", _home_context(request, name, code, error))
+
+
+def _home_context(request: Request, name: str, code: str, error: str | None) -> dict[str, Any]:
+    invited = parse_code(code)
+    return {
+        "name": name,
+        "code": code,
+        "error": error,
+        "invited": display_code(invited) if invited else None,
+        "your_rooms": visited(request),
+    }
 
 
 async def enter(request: Request) -> Response:
@@ -53,7 +71,8 @@ async def enter(request: Request) -> Response:
     values = {"name": "", "code": ""}
 
     def again(status_code: int, error: str, wait: float | None = None) -> Response:
-        response = render(request, "home.html", {**values, "error": error}, status_code)
+        context = _home_context(request, values["name"], values["code"], error)
+        response = render(request, "home.html", context, status_code)
         if wait is not None:
             response.headers["Retry-After"] = retry_after(wait)
         return response
@@ -232,9 +251,9 @@ async def post_message(request: Request) -> Response:
     for limit, subject in ((Limit.MESSAGES, member.id), (Limit.POSTS, client_address(request))):
         wait = state.limits.take(limit, subject)
         if wait:
-            response = await _form_error(request, room, member, 429, WORDS[limit], raw_text, key)
-            response.headers["Retry-After"] = retry_after(wait)
-            return response
+            refused = await _form_error(request, room, member, 429, WORDS[limit], raw_text, key)
+            refused.headers["Retry-After"] = retry_after(wait)
+            return refused
 
     entry, _new = await state.timeline.append(
         room,
@@ -250,8 +269,12 @@ async def post_message(request: Request) -> Response:
         return await _form_error(request, room, member, 409, error, raw_text, None)
     if is_htmx(request):
         context = {**_context(request, room, member), "idempotency_key": new_key(), "text": ""}
-        return render(request, "_message_form.html", {**context, "form_error": None})
-    return RedirectResponse(f"/rooms/{room.code}", status_code=303)
+        response = render(request, "_message_form.html", {**context, "form_error": None})
+    else:
+        response = RedirectResponse(f"/rooms/{room.code}", status_code=303)
+    # Which entry this post became, so a page can swap its pending bubble for it.
+    response.headers["Sala-Entry-Id"] = str(entry.id)
+    return response
 
 
 async def _form_error(
@@ -274,6 +297,28 @@ async def _form_error(
     return await _room_response(
         request, room, member, status_code=status_code, form_error=error, text=text, key=key
     )
+
+
+# -- leaving -----------------------------------------------------------------
+
+
+async def leave(request: Request) -> Response:
+    """The member leaves now: the exit is recorded at once, their streams in the room
+    end, and their other tabs cannot come back in without joining again."""
+    state = app_state(request)
+    checked = await room_for_member(request)
+    if isinstance(checked, Response):
+        return checked
+    room, member = checked
+    unbind(request, room.code)
+    state.broker.close_member(room.code, member.id, "left")
+    name = state.presence.leave_now(room.code, member.id)
+    if name is not None:
+        await state.timeline.append(
+            room, kind=EntryKind.LEAVE, author_id=member.id, author_name=name
+        )
+        state.timeline.publish_presence(room, state.presence)
+    return RedirectResponse("/", status_code=303)
 
 
 # -- health ------------------------------------------------------------------
