@@ -42,7 +42,7 @@ bench-full: $(VENV)/.installed-test
 
 # Retake the README's screenshots with the browser tests (needs Debian's chromium).
 screenshots: $(VENV)/.installed-test
-	SALA_SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest -q tests/browser/test_chat.py
+	SALA_SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest -q tests/browser/test_chat.py tests/browser/test_phone.py
 
 # Refresh the vendored htmx and its SSE extension from the npm package htmx.org.
 vendor:

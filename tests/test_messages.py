@@ -25,8 +25,8 @@ async def test_htmx_post_answers_a_fresh_form_and_plain_post_redirects(server: S
         assert response.status_code == 200
         form = BeautifulSoup(response.text, "html.parser").select_one("form#message-form")
         assert form is not None
-        text_input = form.select_one("input[name=text]")
-        assert text_input is not None and text_input.get("value", "") == ""
+        text_input = form.select_one("textarea[name=text]")
+        assert text_input is not None and text_input.get_text() == ""
         assert text_input.has_attr("autofocus")
         key_input = form.select_one("input[name=idempotency_key]")
         assert key_input is not None and key_input["value"] not in ("", "k-1")
@@ -59,8 +59,8 @@ async def test_bad_messages_get_422_in_words_and_store_nothing(
             error = soup.select_one("#message-form .form-error")
             assert error is not None and words in error.get_text()
             if text.strip():
-                field = soup.select_one("#message-form input[name=text]")
-                assert field is not None and field["value"] == text
+                field = soup.select_one("#message-form textarea[name=text]")
+                assert field is not None and field.get_text() == text
         assert await stored_texts(ana, code) == ["kept"]
 
 
@@ -123,6 +123,6 @@ async def test_too_fast_gets_429_with_retry_after(make_server: ServerFactory) ->
         assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
         assert int(answers[3].headers["retry-after"]) >= 1
         assert "too fast" in answers[3].text
-        field = BeautifulSoup(answers[3].text, "html.parser").select_one("input[name=text]")
-        assert field is not None and field["value"] == "m3"
+        field = BeautifulSoup(answers[3].text, "html.parser").select_one("textarea[name=text]")
+        assert field is not None and field.get_text() == "m3"
         assert await stored_texts(ana, code) == ["m0", "m1", "m2"]

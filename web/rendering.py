@@ -14,7 +14,7 @@ from markupsafe import Markup, escape
 from starlette.templating import Jinja2Templates
 
 from db.models import Entry, Room
-from web.text import display_code
+from web.text import TEXT_MAX, display_code
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -34,6 +34,7 @@ def make_templates(secret_key: str) -> Jinja2Templates:
     templates.env.filters["utc_clock"] = utc_clock
     templates.env.filters["author_colour"] = author_colour
     templates.env.filters["linkify"] = linkify
+    templates.env.globals["text_max"] = TEXT_MAX
     templates.env.filters["room_code"] = display_code
     return templates
 

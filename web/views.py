@@ -187,6 +187,9 @@ async def _room_response(
     context = await _history(room, request, before)
     entries = context["entries"]
     members = state.presence.members(room.code)
+    if all(member_id != member.id for member_id, _ in members):
+        # The reader is here, even before (or without) a live stream: count them.
+        members = sorted([*members, (member.id, member.name)], key=lambda m: m[1].casefold())
     if before is None:
         newest_id = entries[-1].id if entries else await state.store.max_entry_id()
     else:

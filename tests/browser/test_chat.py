@@ -21,11 +21,12 @@ def enter(page: Page, server: Server, name: str, code: str | None = None) -> str
 
 
 def send(page: Page, text: str) -> None:
-    """Type and press Enter, then wait until the post is answered, as a person would."""
+    """Type and press Enter, then wait until the message is stored and shown (its pending
+    bubble gone), as a person would."""
     box = page.get_by_label("Message")
     box.fill(text)
     box.press("Enter")
-    expect(page.locator("#message-form.htmx-request")).to_have_count(0)
+    expect(page.locator("#timeline .entry.pending")).to_have_count(0)
     expect(page.locator("#message-form .form-error")).to_have_count(0)
 
 

@@ -1,8 +1,10 @@
 // Sala's few lines of JavaScript: local times, "mine", scrolling, unread count,
-// copying the invite link. Everything works without it, just not live.
+// sharing the invite link, the folding member list. Everything works without it,
+// just not live.
 (() => {
   "use strict";
 
+  document.documentElement.classList.remove("no-js");
   const me = document.body.dataset.me || "";
   const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
   const full = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
@@ -31,41 +33,110 @@
 
   prepare(document);
 
-  // Copy the invite link.
+  // The invite link: Copy on wide screens, Share on phones (app.css picks one). Both
+  // are rendered hidden, since without JavaScript they could not work.
+  async function copyText(text) {
+    try {
+      await navigator.clipboard.writeText(text);
+      return true;
+    } catch {
+      // No Clipboard API outside secure contexts (a phone on http://192.168.…): the
+      // old way still works during a click, on a field that is in the page.
+      const scratch = document.createElement("textarea");
+      scratch.value = text;
+      scratch.readOnly = true;
+      scratch.className = "visually-hidden";
+      document.body.append(scratch);
+      scratch.select();
+      scratch.setSelectionRange(0, text.length);
+      let copied = false;
+      try {
+        copied = document.execCommand("copy");
+      } catch {
+        copied = false;
+      }
+      scratch.remove();
+      return copied;
+    }
+  }
+
+  function sayDone(button) {
+    if (button.dataset.label) return;
+    button.dataset.label = button.textContent;
+    button.textContent = button.dataset.done || "Copied";
+    setTimeout(() => {
+      button.textContent = button.dataset.label;
+      delete button.dataset.label;
+    }, 1500);
+  }
+
+  // If nothing could copy, show the link itself so it can be copied by hand.
+  function showLink(field) {
+    const invite = field.closest(".invite");
+    if (invite) invite.classList.add("show-link");
+    field.focus();
+    field.select();
+  }
+
   for (const button of document.querySelectorAll("button[data-copy]")) {
+    button.hidden = false;
     button.addEventListener("click", async () => {
       const field = document.querySelector(button.dataset.copy);
       if (!field) return;
-      try {
-        await navigator.clipboard.writeText(field.value);
-      } catch {
-        field.select();
-        document.execCommand("copy");
-      }
-      const label = button.textContent;
-      button.textContent = "Copied";
-      setTimeout(() => { button.textContent = label; }, 1500);
+      if (await copyText(field.value)) sayDone(button);
+      else showLink(field);
     });
   }
 
-  // Sending: the field empties at once, as in any chat; whatever is typed while the
-  // message is on its way survives the fresh form the server sends back.
-  let typedMeanwhile = "";
-  const messageField = () => document.querySelector("#message-form [name=text]");
-  document.addEventListener("htmx:before:request", (event) => {
-    if (event.target.id !== "message-form") return;
-    const field = messageField();
-    if (field) field.value = "";
-  });
-  document.addEventListener("htmx:before:swap", (event) => {
-    const field = messageField();
-    typedMeanwhile = field && event.target.id === "message-form" ? field.value : "";
-  });
-  document.addEventListener("htmx:after:swap", () => {
-    const field = messageField();
-    if (field && typedMeanwhile && !field.value) field.value = typedMeanwhile;
-    typedMeanwhile = "";
-  });
+  for (const button of document.querySelectorAll("button[data-share]")) {
+    button.hidden = false;
+    button.addEventListener("click", async () => {
+      const field = document.querySelector(button.dataset.share);
+      if (!field) return;
+      if (navigator.share) {
+        try {
+          await navigator.share({ title: document.title, url: field.value });
+          return;
+        } catch (error) {
+          // The reader closed the share sheet: that is an answer, not a failure.
+          if (error && error.name === "AbortError") return;
+        }
+      }
+      if (await copyText(field.value)) sayDone(button);
+      else showLink(field);
+    });
+  }
+
+  // The member list is a <details>: folded on phones, open on wide screens. Presence
+  // updates replace the element (out-of-band swap, rendered closed), so remember what
+  // the reader chose and put it back on each new copy.
+  const wide = window.matchMedia("(min-width: 701px)");
+  let membersOpen = wide.matches;
+  function restoreMembers() {
+    const members = document.getElementById("members");
+    if (members && members.open !== membersOpen) members.open = membersOpen;
+  }
+  restoreMembers();
+  document.addEventListener("toggle", (event) => {
+    if (event.target.id === "members") membersOpen = event.target.open;
+  }, true);
+  const sidebar = document.querySelector(".sidebar");
+  if (sidebar) new MutationObserver(restoreMembers).observe(sidebar, { childList: true });
+
+  // The home form: Enter submits with its first button (Join). With a name and no
+  // code there is nothing to join, so Enter creates a room instead of an error.
+  const homeForm = document.querySelector("form.home-form");
+  if (homeForm) {
+    homeForm.addEventListener("keydown", (event) => {
+      if (event.key !== "Enter" || event.target.tagName !== "INPUT" || event.isComposing) return;
+      const code = homeForm.querySelector("[name=code]");
+      const create = homeForm.querySelector("button[value=create]");
+      if (create && code && !code.value.trim()) {
+        event.preventDefault();
+        homeForm.requestSubmit(create);
+      }
+    });
+  }
 
   const timeline = document.getElementById("timeline");
   if (!timeline) return;
@@ -73,7 +144,6 @@
   const newMessages = document.getElementById("new-messages");
   const baseTitle = document.title;
   let unread = 0;
-  let lastHeight = timeline.scrollHeight;
   let atBottom = true;
 
   const isNearBottom = () =>
@@ -84,6 +154,45 @@
     if (newMessages) newMessages.hidden = true;
   };
 
+  // The reader's place: the first entry in view and its distance from the top of the
+  // timeline. Whatever then changes around it (an older page going in above, a message
+  // edited in place, timeline.js regrouping the list in its own observer, the keyboard
+  // shrinking the view), scrolling by however far it moved puts it back. An id, not the
+  // element: an edit replaces the element, and it is still the same place.
+  let anchorId = "";
+  let anchorOffset = 0;
+
+  function noteAnchor() {
+    anchorId = "";
+    const view = timeline.getBoundingClientRect();
+    const x = view.left + view.width / 2;
+    for (let y = view.top + 1; y < view.bottom; y += 8) {
+      const hit = document.elementFromPoint(x, y);
+      const entry = hit && hit.closest("#timeline > .entry[id]");
+      if (entry) {
+        anchorId = entry.id;
+        anchorOffset = entry.getBoundingClientRect().top - view.top;
+        return;
+      }
+    }
+  }
+
+  function keepAnchor() {
+    const entry = anchorId && document.getElementById(anchorId);
+    if (entry && entry.getClientRects().length) {
+      const offset = entry.getBoundingClientRect().top - timeline.getBoundingClientRect().top;
+      if (offset !== anchorOffset) timeline.scrollTop += offset - anchorOffset;
+    }
+    atBottom = isNearBottom();
+  }
+
+  // Stay at the newest message, or in place; then note the place for next time.
+  function settle() {
+    if (atBottom) timeline.scrollTop = timeline.scrollHeight;
+    else keepAnchor();
+    noteAnchor();
+  }
+
   function loadOlder() {
     const link = document.querySelector("#load-older a");
     if (!link || link.dataset.loading) return;
@@ -93,11 +202,17 @@
 
   timeline.addEventListener("scroll", () => {
     atBottom = isNearBottom();
+    noteAnchor();
     if (atBottom && newMessages) newMessages.hidden = true;
     if (timeline.scrollTop < 40) loadOlder();
   }, { passive: true });
 
   if (newMessages) newMessages.addEventListener("click", scrollToBottom);
+
+  // A phone's keyboard opening (or the message field growing by a line) makes the
+  // timeline shorter without scrolling it: whoever was at the newest message stays
+  // there, and whoever was reading back keeps their place.
+  if (window.ResizeObserver) new ResizeObserver(settle).observe(timeline);
 
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) {
@@ -106,6 +221,7 @@
     }
   });
 
+  let settling = false;
   new MutationObserver((records) => {
     let appendedMessages = 0;
     let appendedMine = false;
@@ -125,24 +241,31 @@
         }
       }
     }
-    if (prepended) {
-      // Older entries went in above: keep what the reader was looking at in place.
-      timeline.scrollTop += timeline.scrollHeight - lastHeight;
-    }
     if (appendedMine || (atBottom && !prepended)) {
       scrollToBottom();
-    } else if (appendedMessages && newMessages) {
-      newMessages.hidden = false;
+    } else {
+      // Older entries went in above, or something changed: keep the reader's place.
+      keepAnchor();
+      if (appendedMessages && newMessages) newMessages.hidden = false;
     }
     if (appendedMessages && document.hidden) {
       unread += appendedMessages;
       document.title = `(${unread}) ${baseTitle}`;
     }
-    lastHeight = timeline.scrollHeight;
+    noteAnchor();
+    // Other scripts may still reshape the list after this (timeline.js, in its own
+    // observer): settle once more before the next paint.
+    if (!settling) {
+      settling = true;
+      requestAnimationFrame(() => {
+        settling = false;
+        settle();
+      });
+    }
   }).observe(timeline, { childList: true });
 
   scrollToBottom();
-  lastHeight = timeline.scrollHeight;
+  noteAnchor();
 
   // The live stream. Some proxies and antivirus products hold a response until it
   // ends, so a stream never shows its first event; then switch to poll mode, where
