@@ -23,14 +23,35 @@ def main(argv: list[str] | None = None) -> None:
         "and a request comes from its TCP peer. '*' believes any peer and takes the first "
         "address in the header, which a client behind nginx can forge.",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Processes serving one port. More than one needs SALA_BROKER_URL=postgresql://…",
+    )
     args = parser.parse_args(argv)
 
     from web.app import create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        parser.exit(2, f"sala: {exc}\n")
+    if args.workers < 1:
+        parser.exit(2, "sala: --workers must be 1 or more.\n")
+    if args.workers > 1 and settings.broker_url.startswith("memory:"):
+        parser.exit(
+            2,
+            "sala: --workers above 1 needs SALA_BROKER_URL=postgresql://… (memory:// fans "
+            "out inside one process only, so the workers would not see each other's messages).\n",
+        )
+    try:
+        app = create_app(settings)
+    except ValueError as exc:
+        parser.exit(2, f"sala: {exc}\n")
     serve(
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,

@@ -123,12 +123,22 @@ class Settings:
                 raise ValueError(f"{env_name(f.name)} must be a {kind.__name__}: {raw!r}") from exc
         settings = cls(**values)
         settings.check()
+        if not settings.secret_key and not settings.broker_url.startswith("memory:"):
+            raise ValueError(
+                "SALA_SECRET_KEY must be set when SALA_BROKER_URL is not memory://: every "
+                "process must sign cookies and author tags with the same key."
+            )
         if not settings.secret_key:
             settings = cls(**{**values, "secret_key": _stored_secret(settings.database_url)})
         return settings
 
     def check(self) -> None:
         """Refuse settings that cannot work, in words, before serving anything."""
+        if not self.broker_url.startswith("memory:") and self.database_url.startswith("sqlite"):
+            raise ValueError(
+                "SALA_BROKER_URL is not memory://, but SALA_DATABASE_URL is SQLite: several "
+                "processes need PostgreSQL (SQLite with memory:// serves one process)."
+            )
         if self.public_url:
             parts = urlsplit(self.public_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
