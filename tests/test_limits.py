@@ -13,7 +13,7 @@ import httpx
 import pytest
 from bs4 import BeautifulSoup
 
-from tests.client import Person
+from tests.client import Person, eventually
 from tests.conftest import Server, ServerFactory
 from tests.hostile import stored_messages, words
 
@@ -77,12 +77,15 @@ async def test_streams_per_member_and_per_address_are_capped(make_server: Server
         refused = await ana.client.get(f"/rooms/{code}/events")
         assert refused.status_code == 429 and "Too many open connections" in words(refused)
         assert int(refused.headers["retry-after"]) >= 1
-    # Closed streams are counted out again.
+    # Closed streams are counted out again (as soon as the server has seen them go).
     async with Person(server.url, "Ana") as again:
         again.client.cookies = ana.client.cookies
-        await anyio.sleep(0.2)
-        async with again.stream(code) as stream:
-            assert stream.response is not None and stream.response.status_code == 200
+
+        async def poll_once() -> int:
+            answer = await again.client.get(f"/rooms/{code}/events?mode=poll&after=0")
+            return answer.status_code
+
+        assert await eventually(poll_once, lambda status: status == 200) == 200
 
 
 async def test_limits_off_turns_every_limit_off(make_server: ServerFactory) -> None:
@@ -124,7 +127,7 @@ async def test_a_class_of_30_behind_one_address_joins_and_chats(server: Server) 
                 await everyone_in.wait()
                 await watching.wait_for(lambda s: any(len(p) == 31 for p in s.presence))
 
-        with anyio.fail_after(60):
+        with anyio.fail_after(120):  # generous: CI machines can be busy
             async with anyio.create_task_group() as tg:
                 for student in students:
                     tg.start_soon(arrive, student)
