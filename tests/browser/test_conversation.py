@@ -159,3 +159,21 @@ def test_enter_on_the_home_page_creates_or_joins(pages: Pages, server: Server) -
     bo.get_by_label("Room code").press("Enter")
     bo.wait_for_url(f"**/rooms/{code}")
     expect(ana.locator("#members li[data-author]")).to_have_count(2)
+
+
+def test_a_tab_left_behind_says_so_instead_of_reconnecting(pages: Pages, server: Server) -> None:
+    """Leaving in one tab ends the stream of the other tabs (403 on reconnect): they say
+    so instead of showing "Reconnecting…" for ever, and they do not join again."""
+    pages.expected += ["403", "SSE reconnect failed"]
+    context = pages.context()
+    first = pages.open(context)
+    code = enter(first, server, "Ana")
+    second = pages.open(context)
+    second.goto(f"{server.url}/rooms/{code}")
+    expect(second.locator("#timeline .entry.join")).to_have_count(1)
+    first.get_by_role("button", name="Leave").click()
+    first.wait_for_url(server.url + "/")
+    expect(second.locator("#connection")).to_contain_text("not in this room any more")
+    with sqlite3.connect(server.db_path) as db:
+        kinds = [k for (k,) in db.execute("SELECT kind FROM entry ORDER BY id")]
+    assert kinds == ["join", "leave"]

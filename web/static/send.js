@@ -407,6 +407,7 @@
   let ownAttempts = 0;
   let ownTimer = 0;
   let hiddenAt = 0;
+  let gone = false; // the server says this reader is not in the room (left in another tab)
 
   const currentStream = () => document.getElementById("stream");
   {
@@ -420,7 +421,7 @@
   function showStatus() {
     if (!statusBar) return;
     const offline = navigator.onLine === false;
-    const text = offline ? words.offline : downShown ? words.reconnecting : "";
+    const text = gone ? words.gone : offline ? words.offline : downShown ? words.reconnecting : "";
     if (statusBar.textContent !== text) statusBar.textContent = text;
     statusBar.hidden = !text;
     statusBar.classList.toggle("offline", offline);
@@ -460,7 +461,7 @@
   // when it switches to poll mode.
   function reconnectStream() {
     const stream = currentStream();
-    if (!stream || !window.htmx || navigator.onLine === false) return;
+    if (gone || !stream || !window.htmx || navigator.onLine === false) return;
     clearTimeout(ownTimer);
     ownTimer = 0;
     const url = new URL(stream.getAttribute("hx-sse:connect"), location.href);
@@ -483,7 +484,7 @@
   // When hx-sse has given up (the first request failed, so it never started its own
   // retries), try again with a backoff of our own.
   function reconnectLater() {
-    if (ownTimer) return;
+    if (gone || ownTimer) return;
     const delay = Math.min(15000, 1000 * 2 ** Math.min(ownAttempts, 4)) * (0.7 + Math.random() * 0.6);
     ownAttempts += 1;
     ownTimer = setTimeout(() => {
@@ -507,7 +508,15 @@
     if (connection && connection.attempt > 0 && fromCurrentStream(event)) markDown(4000);
   });
   document.addEventListener("htmx:sse:error", (event) => {
-    if (fromCurrentStream(event)) markDown(500);
+    if (!fromCurrentStream(event)) return;
+    const status = event.detail && event.detail.status;
+    if (status === 403 || status === 404) {
+      // Left in another tab (or the room is gone): retrying cannot help; say so.
+      gone = true;
+      showStatus();
+      return;
+    }
+    markDown(500);
   });
   document.addEventListener("htmx:sse:close", (event) => {
     if (!fromCurrentStream(event)) return; // a stream we replaced
