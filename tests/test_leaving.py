@@ -120,3 +120,18 @@ async def test_links_in_messages_and_nothing_else_become_markup(server: Server) 
             ]
             assert body.get_text() == text  # every character shown as typed, line break kept
             assert not body.select("script, img, [onclick]")
+
+
+async def test_the_session_cookie_stays_under_4_kb_with_many_rooms_and_long_names(
+    make_server: ServerFactory,
+) -> None:
+    """Browsers drop a cookie over 4 KB, and with it every room joined: the oldest rooms
+    are forgotten first instead."""
+    server = make_server(limits="off")
+    name = "東京都渋谷区の山田太郎さん" * 2  # 26 characters, six bytes each in the JSON
+    async with Person(server.url, name) as yamada:
+        codes = [await yamada.create_room() for _ in range(20)]
+        cookie = yamada.client.cookies["session"]
+        assert len(f"session={cookie}") < 4000
+        assert (await yamada.page(codes[-1])).status_code == 200  # the newest rooms stay
+        assert (await yamada.page(codes[0])).status_code == 303  # the oldest went first

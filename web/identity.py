@@ -7,6 +7,7 @@ anywhere cannot speak in, or read, a room it never joined.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from starlette.requests import HTTPConnection
 
 from web.text import clean_name, parse_code
 
-ROOMS_REMEMBERED = 20  # keeps the cookie well under browsers' 4 KB
+ROOMS_REMEMBERED = 20
+_SESSION_JSON_MAX = 2_400  # base64 and the signature make it about 3.3 KB
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,12 @@ def bind(connection: HTTPConnection, code: str, name: str) -> Member:
         del rooms[next(iter(rooms))]
     left = [c for c in _left(session) if c != code and c in rooms]
     session.update(member_id=mid, name=name, rooms=rooms, left=left)
+    # Browsers drop a cookie over 4 KB (and with it every room): forget the oldest
+    # rooms first. Names outside ASCII take six bytes a character in the JSON.
+    while len(json.dumps(session)) > _SESSION_JSON_MAX and len(rooms) > 1:
+        oldest = next(iter(rooms))
+        del rooms[oldest]
+        session["left"] = [c for c in session["left"] if c != oldest]
     return Member(id=mid, name=name)
 
 
