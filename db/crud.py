@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from collections.abc import Sequence
 
-from sqlalchemy import func, text
+from sqlalchemy import bindparam, func, text, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -52,10 +54,6 @@ def create_entry(
     idempotency_key: str | None = None,
 ) -> tuple[Entry, bool]:
     """Store an entry; returns it and whether it is new (False: the key was used before)."""
-    if idempotency_key is not None:
-        existing = _entry_by_key(session=session, room_id=room_id, key=idempotency_key)
-        if existing is not None:
-            return existing, False
     entry = Entry(
         room_id=room_id,
         kind=kind.value,
@@ -64,18 +62,27 @@ def create_entry(
         body=body,
         idempotency_key=idempotency_key,
     )
-    session.add(entry)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        if idempotency_key is None:
-            raise
-        existing = _entry_by_key(session=session, room_id=room_id, key=idempotency_key)
-        if existing is None:
-            raise
-        return existing, False
-    return entry, True
+    return create_entries(session=session, entries=[entry])[0]
+
+
+# Statements of the write path, built once: it runs once per batch, every batch. Core
+# rather than the ORM where no entry objects are needed.
+# FOR UPDATE on PostgreSQL (SQLite leaves it out): the row lock of each room, in id order.
+_LOCK_ROOMS = (
+    sa_select(col(Room.id), col(Room.last_seq))
+    .where(col(Room.id).in_(bindparam("rooms", expanding=True)))
+    .order_by(col(Room.id))
+    .with_for_update()
+)
+_KEYS_USED = sa_select(col(Entry.id), col(Entry.room_id), col(Entry.idempotency_key)).where(
+    col(Entry.room_id).in_(bindparam("rooms", expanding=True)),
+    col(Entry.idempotency_key).in_(bindparam("keys", expanding=True)),
+)
+_ADD_SEQS = (
+    update(Room)
+    .where(col(Room.id) == bindparam("room"))
+    .values(last_seq=col(Room.last_seq) + bindparam("added"))
+)
 
 
 def create_entries(*, session: Session, entries: Sequence[Entry]) -> list[tuple[Entry, bool]]:
@@ -83,17 +90,22 @@ def create_entries(*, session: Session, entries: Sequence[Entry]) -> list[tuple[
 
     Returns (entry, is_new) for each: an entry whose idempotency key was used
     before (in the database or earlier in the batch) comes back as the stored one.
+    New entries get their room's next sequence numbers, in batch order.
+
+    The transaction first locks the batch's rooms (in id order, so that two batches
+    cannot deadlock), and only then looks for used keys: whatever another writer
+    stored before it let go of a room is seen, so a retried post stores once however
+    many processes it reached. No other writer can take the same seqs meanwhile.
     """
-    keyed = [e for e in entries if e.idempotency_key is not None]
-    existing: dict[tuple[int, str], Entry] = {}
-    if keyed:
-        query = select(Entry).where(
-            col(Entry.room_id).in_({e.room_id for e in keyed}),
-            col(Entry.idempotency_key).in_({e.idempotency_key for e in keyed}),
-        )
-        for found in session.exec(query).all():
-            assert found.idempotency_key is not None
-            existing[(found.room_id, found.idempotency_key)] = found
+    if not entries:
+        return []
+    room_ids = sorted({e.room_id for e in entries})
+    last_seq = _lock_rooms(session=session, room_ids=room_ids)
+    missing = [r for r in room_ids if r not in last_seq]
+    if missing:
+        session.rollback()
+        raise ValueError(f"no room with id {missing[0]}")
+    existing = _entries_by_key(session=session, entries=entries)
     results: list[tuple[Entry, bool]] = []
     fresh: list[Entry] = []
     for entry in entries:
@@ -103,31 +115,54 @@ def create_entries(*, session: Session, entries: Sequence[Entry]) -> list[tuple[
             continue
         if key is not None:
             existing[key] = entry
+        last_seq[entry.room_id] += 1
+        entry.seq = last_seq[entry.room_id]
         fresh.append(entry)
         results.append((entry, True))
+    added = Counter(e.room_id for e in fresh)
+    if added:
+        params = [{"room": room_id, "added": n} for room_id, n in sorted(added.items())]
+        session.connection().execute(_ADD_SEQS, params[0] if len(params) == 1 else params)
     session.add_all(fresh)
-    try:
-        session.commit()
-    except IntegrityError:
-        # Another writer used one of the keys meanwhile: go one by one.
-        session.rollback()
-        return [
-            create_entry(
-                session=session,
-                room_id=e.room_id,
-                kind=EntryKind(e.kind),
-                author_id=e.author_id,
-                author_name=e.author_name,
-                body=e.body,
-                idempotency_key=e.idempotency_key,
-            )
-            for e in (copy_entry(e) for e in entries)
-        ]
+    session.commit()
     return results
 
 
+def _lock_rooms(*, session: Session, room_ids: list[int]) -> dict[int, int]:
+    """Take the rooms' write locks, in id order; returns each one's last_seq as locked."""
+    connection = session.connection()
+    if connection.dialect.name == "sqlite" and not getattr(
+        connection.connection.dbapi_connection, "in_transaction", True
+    ):
+        # One writer at a time on SQLite, but a deferred transaction would read last_seq
+        # before it had the write lock: take it first. (In a transaction already, an
+        # earlier write holds it.)
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    rows = connection.execute(_LOCK_ROOMS, {"rooms": room_ids})
+    return {room_id: seq for room_id, seq in rows if room_id is not None}
+
+
+def _entries_by_key(*, session: Session, entries: Sequence[Entry]) -> dict[tuple[int, str], Entry]:
+    """The stored entries whose (room, idempotency key) one of `entries` has."""
+    wanted = {(e.room_id, e.idempotency_key) for e in entries if e.idempotency_key is not None}
+    found: dict[tuple[int, str], Entry] = {}
+    if not wanted:
+        return found
+    params = {"rooms": sorted({r for r, _ in wanted}), "keys": sorted({k for _, k in wanted})}
+    rows = session.connection().execute(_KEYS_USED, params)
+    ids = [i for i, room_id, key in rows if (room_id, key) in wanted]
+    if ids:  # a retry: rare, so the stored entries are loaded only then
+        for stored in session.exec(select(Entry).where(col(Entry.id).in_(ids))).all():
+            assert stored.idempotency_key is not None
+            found[(stored.room_id, stored.idempotency_key)] = stored
+    return found
+
+
 def copy_entry(entry: Entry) -> Entry:
-    """A fresh, unsaved copy (after a failed transaction the original's state is unsure)."""
+    """A fresh, unsaved copy (after a failed transaction the original's state is unsure).
+
+    Without id or seq: storing the copy gives it new ones.
+    """
     return Entry(
         room_id=entry.room_id,
         kind=entry.kind,
@@ -137,11 +172,6 @@ def copy_entry(entry: Entry) -> Entry:
         created_at=entry.created_at,
         idempotency_key=entry.idempotency_key,
     )
-
-
-def _entry_by_key(*, session: Session, room_id: int, key: str) -> Entry | None:
-    query = select(Entry).where(Entry.room_id == room_id, Entry.idempotency_key == key)
-    return session.exec(query).first()
 
 
 def entries_after(*, session: Session, room_id: int, after: int, limit: int) -> Sequence[Entry]:

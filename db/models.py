@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from sqlalchemy import DateTime, Index, String, TypeDecorator, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, Index, String, TypeDecorator, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -48,20 +48,29 @@ class Room(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     code: str = Field(sa_type=String(8), unique=True, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # The seq of the room's newest entry; writers take the row's lock to add to it.
+    last_seq: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
 
 
 class Entry(SQLModel, table=True):
-    """One timeline entry; its id is the SSE event id and only ever grows."""
+    """One timeline entry; its id is the SSE event id and only ever grows.
+
+    `seq` numbers a room's entries 1, 2, 3… with no gap, in the order they were
+    stored (given under the room's row lock, so one order for every process).
+    """
 
     __table_args__: ClassVar[Any] = (
         UniqueConstraint("room_id", "idempotency_key", name="uq_entry_room_key"),
         Index("ix_entry_room_id_id", "room_id", "id"),
         Index("ix_entry_room_author", "room_id", "author_id", "id"),
+        Index("uq_entry_room_seq", "room_id", "seq", unique=True),
         {"sqlite_autoincrement": True},
     )
 
     id: int | None = Field(default=None, primary_key=True)
     room_id: int = Field(foreign_key="room.id")
+    # None until stored: crud.create_entries gives it.
+    seq: int | None = Field(default=None, sa_type=BigInteger, nullable=False)
     kind: str = Field(sa_type=String(8))
     author_name: str = Field(sa_type=String(32))
     author_id: str = Field(sa_type=String(64))

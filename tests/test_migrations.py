@@ -139,13 +139,21 @@ def _empty_beside(url: str, tmp_path: Path) -> Engine:
     return create_engine(normalize_url(url), connect_args={"options": "-c search_path=fresh"})
 
 
+# The columns the legacy rows were made with; later revisions add columns of their own.
+LEGACY_COLUMNS = {
+    "room": "id, code, created_at",
+    "entry": "id, room_id, kind, author_name, author_id, body, created_at, idempotency_key",
+}
+
+
 def _rows(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     with engine.connect() as conn:
         return {
             table: [
-                tuple(row) for row in conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY id")
+                tuple(row)
+                for row in conn.exec_driver_sql(f"SELECT {columns} FROM {table} ORDER BY id")
             ]
-            for table in ("room", "entry")
+            for table, columns in LEGACY_COLUMNS.items()
         }
 
 

@@ -8,7 +8,7 @@ then upgrades to the newest revision in one transaction.
 Revisions live in `versions/`, numbered, and never import the models: they describe
 the schema as it was when they were written. To draft the next one from the models:
 `command.revision(alembic_config(conn), "what changes", autogenerate=True,
-rev_id="0003")` on a connection to a database at head, then read and mend it. On
+rev_id="0004")` on a connection to a database at head, then read and mend it. On
 SQLite a batch rebuild forgets AUTOINCREMENT unless given
 `table_kwargs={"sqlite_autoincrement": True}` (see 0002).
 """

@@ -18,11 +18,14 @@ from tests.conftest import Server, ServerFactory
 def _insert_message(server: Server, code: str, author: str, text: str, when: datetime) -> None:
     """An entry from an earlier day, written straight into the room's database."""
     with sqlite3.connect(server.db_path) as db:
-        (room_id,) = db.execute("SELECT id FROM room WHERE code = ?", (code,)).fetchone()
+        room_id, seq = db.execute(
+            "UPDATE room SET last_seq = last_seq + 1 WHERE code = ? RETURNING id, last_seq",
+            (code,),
+        ).fetchone()
         db.execute(
-            "INSERT INTO entry (room_id, kind, author_name, author_id, body, created_at) "
-            "VALUES (?, 'message', ?, ?, ?, ?)",
-            (room_id, author, f"id-{author}", text, when.strftime("%Y-%m-%d %H:%M:%S.%f")),
+            "INSERT INTO entry (room_id, seq, kind, author_name, author_id, body, created_at) "
+            "VALUES (?, ?, 'message', ?, ?, ?, ?)",
+            (room_id, seq, author, f"id-{author}", text, when.strftime("%Y-%m-%d %H:%M:%S.%f")),
         )
 
 
