@@ -52,6 +52,7 @@ _DEFAULT_IGNORABLE = (
     (0xE0000, 0xE0FFF),
 )
 _WHITESPACE = re.compile(r"\s+")
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # Cc, but tab and line feed
 
 
 def is_default_ignorable(ch: str) -> bool:
@@ -117,6 +118,12 @@ def clean_message(raw: str) -> tuple[str, str | None]:
             text,
             f"A message can be at most {TEXT_MAX} characters long (this one has {len(text)}).",
         )
+    if text.isascii():
+        # The common case, without a lookup per character: ASCII has no marks, and its
+        # only characters to refuse are the controls.
+        if _ASCII_CONTROL.search(text):
+            return text, "A message cannot contain control characters."
+        return text, None
     for ch in text:
         category = ud.category(ch)
         if category == "Cc" and ch not in "\n\t":
