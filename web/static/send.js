@@ -167,6 +167,13 @@
   function setState(item, state, note) {
     const entry = item.bubble;
     if (!entry || (entry.dataset.state === state && !note)) return;
+    // A reader at the bottom stays there when the bubble grows a status line.
+    const scroller = entry.parentElement;
+    const atBottom =
+      scroller && scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 60;
+    requestAnimationFrame(() => {
+      if (atBottom && scroller) scroller.scrollTop = scroller.scrollHeight;
+    });
     entry.dataset.state = state;
     const label = {
       sending: words.sending,
