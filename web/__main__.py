@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from web.server import serve
+import uvicorn
+
+from web.server import config
 from web.settings import Settings
 
 
@@ -50,14 +52,16 @@ def main(argv: list[str] | None = None) -> None:
         app = create_app(settings)
     except ValueError as exc:
         parser.exit(2, f"sala: {exc}\n")
-    serve(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        header_timeout=settings.header_timeout_seconds,
-        forwarded_allow_ips=args.forwarded_allow_ips,
-    )
+    uvicorn.Server(
+        config(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            header_timeout=settings.header_timeout_seconds,
+            forwarded_allow_ips=args.forwarded_allow_ips,
+        )
+    ).run()
 
 
 if __name__ == "__main__":

@@ -152,25 +152,3 @@ def config(
         # How long a shutdown waits for open responses; streams end themselves sooner.
         timeout_graceful_shutdown=10,
     )
-
-
-def serve(
-    app: ASGIApp,
-    *,
-    host: str,
-    port: int,
-    log_level: str,
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-    forwarded_allow_ips: str | None = None,
-) -> None:
-    """Serve `app` until SIGINT/SIGTERM."""
-    uvicorn.Server(
-        config(
-            app,
-            host=host,
-            port=port,
-            log_level=log_level,
-            header_timeout=header_timeout,
-            forwarded_allow_ips=forwarded_allow_ips,
-        )
-    ).run()
