@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections import Counter
 from collections.abc import Sequence
@@ -12,6 +13,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from db.models import Entry, EntryKind, Room
+
+# LISTEN/NOTIFY channels (PostgreSQL broker): every entry as it commits, and member lists.
+TIMELINE_CHANNEL = "sala_timeline"
+PRESENCE_CHANNEL = "sala_presence"
+# NOTIFY refuses payloads of 8,000 bytes or more: an entry longer than this goes as ids only.
+PAYLOAD_MAX = 7900
 
 # Upper-case letters a reader cannot mistake for another (no I, L, O).
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -85,7 +92,9 @@ _ADD_SEQS = (
 )
 
 
-def create_entries(*, session: Session, entries: Sequence[Entry]) -> list[tuple[Entry, bool]]:
+def create_entries(
+    *, session: Session, entries: Sequence[Entry], notify: bool = False
+) -> list[tuple[Entry, bool]]:
     """Store a batch in one transaction (a group commit), in order.
 
     Returns (entry, is_new) for each: an entry whose idempotency key was used
@@ -96,14 +105,30 @@ def create_entries(*, session: Session, entries: Sequence[Entry]) -> list[tuple[
     cannot deadlock), and only then looks for used keys: whatever another writer
     stored before it let go of a room is seen, so a retried post stores once however
     many processes it reached. No other writer can take the same seqs meanwhile.
+
+    With `notify` (PostgreSQL), each new entry is also announced on TIMELINE_CHANNEL in
+    the same transaction: listeners get it when, and only if, it commits, in commit
+    order, which under the room lock is seq order.
     """
     if not entries:
         return []
+    try:
+        results = insert_entries(session=session, entries=entries, notify=notify)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return results
+
+
+def insert_entries(
+    *, session: Session, entries: Sequence[Entry], notify: bool
+) -> list[tuple[Entry, bool]]:
+    """create_entries without the commit (for a caller with more to do in the transaction)."""
     room_ids = sorted({e.room_id for e in entries})
     last_seq = _lock_rooms(session=session, room_ids=room_ids)
     missing = [r for r in room_ids if r not in last_seq]
     if missing:
-        session.rollback()
         raise ValueError(f"no room with id {missing[0]}")
     existing = _entries_by_key(session=session, entries=entries)
     results: list[tuple[Entry, bool]] = []
@@ -124,8 +149,40 @@ def create_entries(*, session: Session, entries: Sequence[Entry]) -> list[tuple[
         params = [{"room": room_id, "added": n} for room_id, n in sorted(added.items())]
         session.connection().execute(_ADD_SEQS, params[0] if len(params) == 1 else params)
     session.add_all(fresh)
-    session.commit()
+    if notify and fresh:
+        session.flush()  # ids, for the payloads
+        _notify(session, TIMELINE_CHANNEL, [timeline_payload(e) for e in fresh])
     return results
+
+
+_NOTIFY_EACH = text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS t(p)")
+
+
+def _notify(session: Session, channel: str, payloads: list[str]) -> None:
+    """NOTIFY each payload, in order, in the session's transaction."""
+    session.connection().execute(_NOTIFY_EACH, {"channel": channel, "payloads": payloads})
+
+
+def timeline_payload(entry: Entry) -> str:
+    """What a listener needs to render the entry without a query; ids only if too long."""
+    assert entry.id is not None and entry.seq is not None
+    full = json.dumps(
+        {
+            "r": entry.room_id,
+            "s": entry.seq,
+            "i": entry.id,
+            "k": entry.kind,
+            "a": entry.author_id,
+            "n": entry.author_name,
+            "b": entry.body,
+            "t": entry.created_at.isoformat(),
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    if len(full.encode()) <= PAYLOAD_MAX:
+        return full
+    return json.dumps({"r": entry.room_id, "s": entry.seq, "i": entry.id}, separators=(",", ":"))
 
 
 def _lock_rooms(*, session: Session, room_ids: list[int]) -> dict[int, int]:
@@ -182,6 +239,38 @@ def entries_after(*, session: Session, room_id: int, after: int, limit: int) -> 
         .limit(limit)
     )
     return session.exec(query).all()
+
+
+def entries_after_seq(
+    *, session: Session, room_id: int, after_seq: int, limit: int
+) -> Sequence[Entry]:
+    query = (
+        select(Entry)
+        .where(Entry.room_id == room_id, col(Entry.seq) > after_seq)
+        .order_by(col(Entry.seq))
+        .limit(limit)
+    )
+    return session.exec(query).all()
+
+
+def seq_for_cursor(*, session: Session, room_id: int, after: int) -> int:
+    """The seq of the room's last entry with an id up to `after` (0: none).
+
+    Exact because a room's ids grow with its seqs (both are given under its lock); a
+    cursor beyond the room's newest id maps to its newest seq.
+    """
+    query = (
+        select(Entry.seq)
+        .where(Entry.room_id == room_id, col(Entry.id) <= after)
+        .order_by(col(Entry.id).desc())
+        .limit(1)
+    )
+    return session.exec(query).first() or 0
+
+
+def last_seqs(*, session: Session, room_ids: Sequence[int]) -> dict[int, int]:
+    rows = session.exec(select(Room.id, Room.last_seq).where(col(Room.id).in_(room_ids))).all()
+    return {room_id: seq for room_id, seq in rows if room_id is not None}
 
 
 def entries_before(

@@ -77,3 +77,34 @@ class Entry(SQLModel, table=True):
     body: str | None = Field(default=None)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     idempotency_key: str | None = Field(default=None, sa_type=String(64))
+
+
+class Node(SQLModel, table=True):
+    """A Sala process sharing the database with others (PostgreSQL broker only).
+
+    It renews `expires_at` (the database's clock) while it lives; once that has
+    passed, another process sweeps its presence claims.
+    """
+
+    __tablename__: ClassVar[Any] = "sala_node"
+
+    id: str = Field(sa_type=String(32), primary_key=True)
+    host: str = Field(sa_type=String(255))
+    pid: int
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    # The backend of its LISTEN connection, so a sweeper can end a stuck one.
+    listen_pid: int | None = Field(default=None)
+
+
+class PresenceClaim(SQLModel, table=True):
+    """Member `member_id` has a stream (or is inside the grace) in a room on a node."""
+
+    __tablename__: ClassVar[Any] = "presence_claim"
+    __table_args__: ClassVar[Any] = (Index("ix_presence_claim_node", "node_id"),)
+
+    room_id: int = Field(foreign_key="room.id", primary_key=True)
+    member_id: str = Field(sa_type=String(64), primary_key=True)
+    node_id: str = Field(sa_type=String(32), primary_key=True)
+    name: str = Field(sa_type=String(32))
+    claimed_at: datetime = Field(sa_type=UTCDateTime)

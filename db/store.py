@@ -10,7 +10,7 @@ from anyio import CapacityLimiter
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from db import crud
+from db import cluster, crud
 from db.engine import init_db, is_sqlite, make_engine
 from db.models import Entry, Room
 
@@ -26,6 +26,8 @@ class Store:
         self._writes = CapacityLimiter(1 if is_sqlite(url) else 8)
         self._reads = CapacityLimiter(8)
         self._rooms: dict[str, Room] = {}
+        # Announce every new entry with NOTIFY in its transaction (the PostgreSQL broker).
+        self.notify = False
 
     def init(self) -> None:
         init_db(self.engine)
@@ -60,11 +62,37 @@ class Store:
         self._rooms[room.code] = room
 
     async def create_entries(self, entries: Sequence[Entry]) -> list[tuple[Entry, bool]]:
-        return await self._run(self._writes, crud.create_entries, entries=entries)
+        return await self._run(
+            self._writes, crud.create_entries, entries=entries, notify=self.notify
+        )
 
     async def entries_after(self, *, room_id: int, after: int, limit: int) -> Sequence[Entry]:
         return await self._run(
             self._reads, crud.entries_after, room_id=room_id, after=after, limit=limit
+        )
+
+    async def entries_after_seq(
+        self, *, room_id: int, after_seq: int, limit: int
+    ) -> Sequence[Entry]:
+        return await self._run(
+            self._reads, crud.entries_after_seq, room_id=room_id, after_seq=after_seq, limit=limit
+        )
+
+    async def seq_for_cursor(self, *, room_id: int, after: int) -> int:
+        return await self._run(self._reads, crud.seq_for_cursor, room_id=room_id, after=after)
+
+    async def last_seqs(self, room_ids: Sequence[int]) -> dict[int, int]:
+        return await self._run(self._reads, crud.last_seqs, room_ids=room_ids)
+
+    # -- several processes (PostgreSQL) --
+
+    async def call(self, fn: Callable[..., T], **kwargs: Any) -> T:
+        """A query of db.cluster (or any `fn(session=…)`), off the loop."""
+        return await self._run(self._reads, fn, **kwargs)
+
+    async def sweep(self) -> int:
+        return await anyio.to_thread.run_sync(
+            lambda: cluster.sweep(engine=self.engine), limiter=self._reads
         )
 
     async def entries_before(

@@ -69,8 +69,8 @@ def name_taken_words(code: str, name: str) -> str:
     return f"Someone in room {display_code(code)} is already called {name}. Pick another name."
 
 
-def refuse_if_name_taken(request: Request, room: Room, member: Member) -> Response | None:
+async def refuse_if_name_taken(request: Request, room: Room, member: Member) -> Response | None:
     """403 when someone else present now holds a name that looks like this member's."""
-    if not app_state(request).presence.is_name_taken(room.code, member.name, member.id):
+    if not await app_state(request).membership.is_name_taken(room, member.name, member.id):
         return None
     return error_response(request, 403, name_taken_words(room.code, member.name), code=room.code)

@@ -42,13 +42,12 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         gen0, gen1, gen2 = gc.get_threshold()
         gc.set_threshold(max(gen0, 20_000), gen1, gen2)
         await anyio.to_thread.run_sync(state.store.init)
-        await state.restore_presence()
+        await state.start()
         app.state.sala = state
         try:
             yield
         finally:
-            state.presence.close()
-            state.broker.close_all("shutdown")
+            await state.stop()
             state.store.dispose()
 
     routes = [

@@ -13,7 +13,9 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+from db.models import Room
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +24,7 @@ class Event:
 
     id: int | None  # the timeline entry id; None for presence updates
     frame: bytes
+    seq: int | None = None  # the entry's place in its room (entry.seq)
 
 
 class SubscriptionClosed(Exception):
@@ -98,10 +101,18 @@ class Subscription:
 
 
 class Broker(Protocol):
+    # True: whoever stores an entry publishes it here. False: entries reach the broker
+    # from the database itself (NOTIFY), and `publish` carries member lists only.
+    publishes_entries: bool
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
     async def publish(self, room: str, event: Event) -> None: ...
 
     def subscribe(
-        self, room: str, member: str | None = None
+        self, room: Room, member: str | None = None
     ) -> AbstractAsyncContextManager[Subscription]: ...
 
     def close_member(self, room: str, member: str, reason: str) -> None: ...
@@ -110,31 +121,42 @@ class Broker(Protocol):
 
     def close_all(self, reason: str) -> None: ...
 
+    def status(self) -> dict[str, Any]: ...
+
 
 class MemoryBroker:
     """One process: subscribers live in a dict of sets."""
 
+    publishes_entries = True
+
     def __init__(self, queue_size: int) -> None:
         self._queue_size = queue_size
         self._rooms: dict[str, set[Subscription]] = {}
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self.close_all("shutdown")
 
     async def publish(self, room: str, event: Event) -> None:
         for subscription in tuple(self._rooms.get(room, ())):
             subscription.push(event)
 
     @asynccontextmanager
-    async def subscribe(self, room: str, member: str | None = None) -> AsyncIterator[Subscription]:
+    async def subscribe(self, room: Room, member: str | None = None) -> AsyncIterator[Subscription]:
+        code = room.code
         subscription = Subscription(self._queue_size, member)
-        self._rooms.setdefault(room, set()).add(subscription)
+        self._rooms.setdefault(code, set()).add(subscription)
         try:
             yield subscription
         finally:
             # Synchronous on purpose: this runs in a cancelled scope on disconnect.
-            subscribers = self._rooms.get(room)
+            subscribers = self._rooms.get(code)
             if subscribers is not None:
                 subscribers.discard(subscription)
                 if not subscribers:
-                    del self._rooms[room]
+                    del self._rooms[code]
 
     def close_member(self, room: str, member: str, reason: str) -> None:
         """End every stream `member` has open in `room` (they left)."""
@@ -150,9 +172,5 @@ class MemoryBroker:
             for subscription in subscribers:
                 subscription.close(reason)
 
-
-def make_broker(url: str, *, queue_size: int) -> Broker:
-    scheme = url.split(":", 1)[0]
-    if scheme == "memory":
-        return MemoryBroker(queue_size)
-    raise ValueError(f"SALA_BROKER_URL: the {scheme!r} broker is not available yet")
+    def status(self) -> dict[str, Any]:
+        return {"kind": "memory"}

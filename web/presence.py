@@ -142,6 +142,14 @@ class Presence:
             key=lambda pair: pair[1].casefold(),
         )
 
+    def local_members(self) -> list[tuple[str, str, str]]:
+        """(room code, member id, name) of everyone this process holds."""
+        return [
+            (room, member_id, member.name)
+            for room, members in self._rooms.items()
+            for member_id, member in members.items()
+        ]
+
     def count(self) -> int:
         return sum(len(members) for members in self._rooms.values())
 

@@ -43,7 +43,34 @@ class Settings:
         "join/leave noise (the Leave button records an exit at once).",
     )
     broker_url: str = _setting(
-        "memory://", "Where events fan out. Only memory:// (one process) for now."
+        "memory://",
+        "Where events fan out: memory:// (one process) or postgresql://… (several processes "
+        "on one PostgreSQL database, through LISTEN/NOTIFY: usually the same database as "
+        "SALA_DATABASE_URL, over a direct connection, not a transaction-pooling proxy).",
+    )
+    node_heartbeat_seconds: float = _setting(
+        5.0, "With the PostgreSQL broker: each process renews its lease this often."
+    )
+    node_lease_seconds: float = _setting(
+        15.0,
+        "With the PostgreSQL broker: the members held by a process that stopped renewing "
+        "its lease for this long are released by the others (each leaves once).",
+    )
+    sweep_seconds: float = _setting(
+        5.0, "With the PostgreSQL broker: how often processes look for stopped ones."
+    )
+    broker_ping_seconds: float = _setting(
+        5.0,
+        "With the PostgreSQL broker: each process pings its own LISTEN connection this "
+        "often and reconnects when a ping has not come back within twice as long.",
+    )
+    broker_reconnect_max_seconds: float = _setting(
+        5.0, "With the PostgreSQL broker: the longest wait between LISTEN reconnect attempts."
+    )
+    tail_check_seconds: float = _setting(
+        10.0,
+        "With the PostgreSQL broker: how often each process compares its rooms' newest "
+        "entries with the database (a safety net under LISTEN).",
     )
     subscriber_queue_size: int = _setting(
         1000,
@@ -134,6 +161,25 @@ class Settings:
 
     def check(self) -> None:
         """Refuse settings that cannot work, in words, before serving anything."""
+        scheme = self.broker_url.split(":", 1)[0].lower()
+        if scheme not in ("memory", "postgresql", "postgres"):
+            raise ValueError(
+                f"SALA_BROKER_URL must be memory:// or postgresql://…, not {scheme}://"
+            )
+        for name in (
+            "node_heartbeat_seconds",
+            "node_lease_seconds",
+            "sweep_seconds",
+            "broker_ping_seconds",
+            "broker_reconnect_max_seconds",
+            "tail_check_seconds",
+        ):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{env_name(name)} must be a positive number of seconds")
+        if self.node_heartbeat_seconds >= self.node_lease_seconds:
+            raise ValueError(
+                "SALA_NODE_HEARTBEAT_SECONDS must be shorter than SALA_NODE_LEASE_SECONDS"
+            )
         if not self.broker_url.startswith("memory:") and self.database_url.startswith("sqlite"):
             raise ValueError(
                 "SALA_BROKER_URL is not memory://, but SALA_DATABASE_URL is SQLite: several "

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
-from db.models import EntryKind
 from db.store import Store
-from web.broker import Broker, make_broker
+from web.broker import Broker, MemoryBroker
 from web.limits import Limits
+from web.membership import LocalMembership, Membership, SharedMembership
+from web.pg_broker import PgBroker
 from web.presence import Presence
 from web.rendering import make_templates
 from web.settings import Settings
 from web.timeline import Timeline
 
 logger = logging.getLogger(__name__)
-
-# After a restart, members the database calls present keep their place this long.
-RESTORE_GRACE_SECONDS = 30.0
 
 
 @dataclass
@@ -31,23 +30,42 @@ class AppState:
     templates: Jinja2Templates
     timeline: Timeline
     presence: Presence
+    membership: Membership
     limits: Limits
+    node_id: str
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
         store = Store(settings.database_url)
-        broker = make_broker(settings.broker_url, queue_size=settings.subscriber_queue_size)
         templates = make_templates(settings.secret_key)
+        node_id = uuid.uuid4().hex  # this process, among those sharing the database
+        broker: Broker
+        if settings.broker_url.startswith("memory:"):
+            broker = MemoryBroker(settings.subscriber_queue_size)
+            pg_broker = None
+        else:
+            broker = pg_broker = PgBroker(
+                settings.broker_url,
+                store=store,
+                env=templates.env,
+                queue_size=settings.subscriber_queue_size,
+                node_id=node_id,
+                ping_seconds=settings.broker_ping_seconds,
+                reconnect_max_seconds=settings.broker_reconnect_max_seconds,
+                tail_check_seconds=settings.tail_check_seconds,
+            )
+            store.notify = True
         timeline = Timeline(store=store, broker=broker, env=templates.env)
 
         async def record_leave(code: str, member_id: str, name: str) -> None:
-            room = await store.get_room(code)
-            if room is None:
-                return
-            await timeline.append(room, kind=EntryKind.LEAVE, author_id=member_id, author_name=name)
-            timeline.publish_presence(room, presence)
+            await membership.left(code, member_id, name)
 
         presence = Presence(settings.presence_grace_seconds, on_leave=record_leave)
+        membership: Membership
+        if pg_broker is None:
+            membership = LocalMembership(presence, timeline, store, settings)
+        else:
+            membership = SharedMembership(presence, store, pg_broker, settings)
         return cls(
             settings=settings,
             store=store,
@@ -55,17 +73,18 @@ class AppState:
             templates=templates,
             timeline=timeline,
             presence=presence,
+            membership=membership,
             limits=Limits(settings),
+            node_id=node_id,
         )
 
-    async def restore_presence(self) -> None:
-        """Members who were in a room when the server stopped hold their place a while."""
-        grace = max(RESTORE_GRACE_SECONDS, self.settings.presence_grace_seconds)
-        rows = await self.store.present_members()
-        for code, member_id, name in rows:
-            self.presence.restore(code, member_id, name, grace)
-        if rows:
-            logger.info("restored %d present members from the timeline", len(rows))
+    async def start(self) -> None:
+        await self.broker.start()
+        await self.membership.start()
+
+    async def stop(self) -> None:
+        await self.membership.stop()
+        await self.broker.stop()
 
 
 def app_state(request: Request) -> AppState:

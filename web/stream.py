@@ -2,14 +2,16 @@
 
     request ──► subscribe to the room (events queue up from here on)
             ──► presence: count this stream
-            ──► at once: a comment, `retry:` and the member list (no database work)
+            ──► at once: a comment, `retry:` and the member list
             ──► a member's first stream records a join
             ──► replay from the database every entry after the cursor
-            ──► live: queued events, skipping ids already sent; heartbeats
+            ──► live: queued events, skipping those already sent; heartbeats
             ──► end: lifetime reached, poll answered, too slow, or shutdown
 
-Subscribing before the replay means nothing posted meanwhile is missed; the
-id check means nothing is sent twice.
+Subscribing before the replay means nothing posted meanwhile is missed. Entries are
+counted by their place in the room (seq, one order on every process): the cursor,
+an entry id, maps to the seq of the room's last entry up to it, and live entries at
+or below the last seq sent are skipped, so nothing is sent twice.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from db.models import EntryKind, Room
+from db.models import Room
 from web.access import client_address, refuse_if_name_taken, room_for_member
 from web.broker import Subscription, SubscriptionClosed
 from web.identity import Member
@@ -99,7 +101,7 @@ async def _room_events(request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     room, member = checked
-    taken = refuse_if_name_taken(request, room, member)
+    taken = await refuse_if_name_taken(request, room, member)
     if taken is not None:
         return taken
     cursor = _parse_cursor(request)
@@ -113,14 +115,6 @@ async def _room_events(request: Request) -> Response:
     if not limits.open_stream(member.id, address):
         return error_response(request, 429, TOO_MANY_STREAMS, wait=5)
     after = cursor.after
-    try:
-        if after is not None:
-            # A cursor from beyond this database (another deployment, a reset) would
-            # make the stream skip every new id up to it: clamp it to what exists.
-            after = min(after, await state.store.max_entry_id())
-    except BaseException:
-        limits.close_stream(member.id, address)
-        raise
     poll = request.query_params.get("mode") == "poll"
     signal = _ShutdownSignal()
     return _EventStream(
@@ -266,34 +260,35 @@ async def _events(
         deadline = started + settings.stream_max_seconds * random.uniform(0.8, 1.0)
 
     presence = state.presence
-    async with state.broker.subscribe(room.code, member.id) as subscription:
+    assert room.id is not None
+    async with state.broker.subscribe(room, member.id) as subscription:
         signal.subscription = subscription
         if signal.is_set:
             return
         joined = presence.connect(room.code, member.id, member.name)
         try:
-            # First bytes at once, before any database work: a comment, then `retry:`
-            # riding on the member list (htmx only reads `retry:` from an event with data).
+            # First bytes at once: a comment, then `retry:` riding on the member list
+            # (htmx only reads `retry:` from an event with data).
             head = f": sala room {room.code}\nretry: {retry_ms}\n".encode()
-            yield head + state.timeline.presence_frame(room, presence)
+            yield head + await state.membership.frame(room)
             if joined:
-                await state.timeline.append(
-                    room, kind=EntryKind.JOIN, author_id=member.id, author_name=member.name
-                )
-                state.timeline.publish_presence(room, presence)
+                await state.membership.joined(room, member.id, member.name)
 
-            last_sent = after
+            # Entries are counted by their place in the room (seq): the cursor is an
+            # entry id, the seq of the room's last entry up to it is where to go on.
+            last_seq = None
+            if after is not None:
+                last_seq = await state.store.seq_for_cursor(room_id=room.id, after=after)
             sent_entries = False
-            while last_sent is not None:
-                assert room.id is not None
-                batch = await state.store.entries_after(
-                    room_id=room.id, after=last_sent, limit=REPLAY_BATCH
+            while last_seq is not None:
+                batch = await state.store.entries_after_seq(
+                    room_id=room.id, after_seq=last_seq, limit=REPLAY_BATCH
                 )
                 if not batch:
                     break
                 yield b"".join(entry_frame(state.timeline.env, e) for e in batch)
                 sent_entries = True
-                last_sent = batch[-1].id
+                last_seq = batch[-1].seq
                 if len(batch) < REPLAY_BATCH:
                     break
             if poll and sent_entries:
@@ -319,10 +314,10 @@ async def _events(
                     return
                 frames = []
                 for event in events:
-                    if event.id is not None:
-                        if last_sent is not None and event.id <= last_sent:
-                            continue
-                        last_sent = event.id
+                    if event.seq is not None:
+                        if last_seq is not None and event.seq <= last_seq:
+                            continue  # replayed already
+                        last_seq = event.seq
                     frames.append(event.frame)
                 if frames:
                     yield b"".join(frames)

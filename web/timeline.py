@@ -83,11 +83,13 @@ class Timeline:
                     for append, result in zip(batch, results, strict=True)
                     if not isinstance(result, BaseException) and result[1]
                 ),
-                key=lambda pair: pair[0].id or 0,
+                key=lambda pair: (pair[0].room_id, pair[0].seq or 0),
             )
+            if not self.broker.publishes_entries:
+                published = []  # they come back from the database (NOTIFY) to every process
             for entry, append in published:
                 await self.broker.publish(
-                    append.room.code, Event(entry.id, entry_frame(self.env, entry))
+                    append.room.code, Event(entry.id, entry_frame(self.env, entry), entry.seq)
                 )
             for append, result in zip(batch, results, strict=True):
                 if append.done.done():

@@ -9,6 +9,7 @@ from typing import Any, cast
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from db import cluster
 from db.models import EntryKind, Room
 from web.access import (
     client_address,
@@ -110,7 +111,7 @@ async def enter(request: Request) -> Response:
     wait = state.limits.take(Limit.JOINS, address)
     if wait:
         return again(429, WORDS[Limit.JOINS], wait)
-    if state.presence.is_name_taken(found.code, name, member_id(request)):
+    if await state.membership.is_name_taken(found, name, member_id(request)):
         return again(422, name_taken_words(found.code, name))
     bind(request, found.code, name)
     return RedirectResponse(f"/rooms/{found.code}", status_code=303)
@@ -164,7 +165,7 @@ async def room_page(request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     room, member = checked
-    if app_state(request).presence.is_name_taken(room.code, member.name, member.id):
+    if await app_state(request).membership.is_name_taken(room, member.name, member.id):
         # Someone present now has a name like this member's: pick another first.
         return RedirectResponse(f"/?code={room.code}&taken=1", status_code=303)
     return await _room_response(request, room, member)
@@ -186,7 +187,7 @@ async def _room_response(
         return error_response(request, 400, before, code=room.code)
     context = await _history(room, request, before)
     entries = context["entries"]
-    members = state.presence.members(room.code)
+    members = await state.membership.members(room)
     if all(member_id != member.id for member_id, _ in members):
         # The reader is here, even before (or without) a live stream: count them.
         members = sorted([*members, (member.id, member.name)], key=lambda m: m[1].casefold())
@@ -248,7 +249,7 @@ async def post_message(request: Request) -> Response:
     shown_text = raw_text if problem is None or "valid text" not in problem else ""
     if problem:
         return await _form_error(request, room, member, 422, problem, shown_text, key)
-    taken = refuse_if_name_taken(request, room, member)
+    taken = await refuse_if_name_taken(request, room, member)
     if taken is not None:
         return taken
     for limit, subject in ((Limit.MESSAGES, member.id), (Limit.POSTS, client_address(request))):
@@ -315,12 +316,7 @@ async def leave(request: Request) -> Response:
     room, member = checked
     unbind(request, room.code)
     state.broker.close_member(room.code, member.id, "left")
-    name = state.presence.leave_now(room.code, member.id)
-    if name is not None:
-        await state.timeline.append(
-            room, kind=EntryKind.LEAVE, author_id=member.id, author_name=name
-        )
-        state.timeline.publish_presence(room, state.presence)
+    await state.membership.leave_now(room, member.id)
     return RedirectResponse("/", status_code=303)
 
 
@@ -351,12 +347,22 @@ async def healthz_detail(request: Request) -> Response:
         database = "ok"
     except Exception as exc:
         database = f"error: {type(exc).__name__}"
+    broker = state.broker.status()
+    if broker["kind"] == "postgresql":
+        try:
+            broker["notification_queue_usage"] = await state.store.call(cluster.queue_usage)
+        except Exception as exc:
+            broker["notification_queue_usage"] = None
+            database = f"error: {type(exc).__name__}"
+    healthy = database == "ok" and broker.get("connected", True)
     return JSONResponse(
         {
-            "status": "ok" if database == "ok" else "error",
+            "status": "ok" if healthy else "error",
+            "node_id": state.node_id,
             "database": database,
+            "broker": broker,
             "subscribers": state.broker.subscriber_count(),
-            "members": state.presence.count(),
+            "members": state.membership.count(),
         }
     )
 
