@@ -6,6 +6,7 @@ import argparse
 import logging
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from web.server import config
 from web.settings import Settings
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
         "--workers",
         type=int,
         default=1,
-        help="Processes serving one port. More than one needs SALA_BROKER_URL=postgresql://…",
+        help="Processes serving one port, each a node of its own. More than one needs "
+        "SALA_BROKER_URL=postgresql://…",
     )
     args = parser.parse_args(argv)
 
@@ -52,16 +54,21 @@ def main(argv: list[str] | None = None) -> None:
         app = create_app(settings)
     except ValueError as exc:
         parser.exit(2, f"sala: {exc}\n")
-    uvicorn.Server(
-        config(
-            app,
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            header_timeout=settings.header_timeout_seconds,
-            forwarded_allow_ips=args.forwarded_allow_ips,
-        )
-    ).run()
+    settings_for_uvicorn = config(
+        app if args.workers == 1 else "web.app:app",
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        header_timeout=settings.header_timeout_seconds,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        workers=args.workers,
+    )
+    if args.workers == 1:
+        uvicorn.Server(settings_for_uvicorn).run()
+        return
+    # Each worker is its own process (and node): it builds the app from the environment.
+    sock = settings_for_uvicorn.bind_socket()
+    Multiprocess(settings_for_uvicorn, sockets=[sock]).run()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -80,10 +81,23 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
-        exception_handlers={Exception: _server_error},
+        exception_handlers={OperationalError: _database_unavailable, Exception: _server_error},
     )
     app.state.sala = state
     return Gate(app, settings, session_cookie=cookie, max_age=SESSION_MAX_AGE)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    """The database cannot be reached (restarting, failing over): 503, in words."""
+    logger.warning("database unavailable for %s %s: %s", request.method, request.url.path, exc)
+    message = (
+        "Sala cannot reach its database just now. Please try again in a moment "
+        "(a message sent again is stored once)."
+    )
+    try:
+        return error_response(request, 503, message, wait=2)
+    except Exception:
+        return PlainTextResponse(message, status_code=503, headers={"Retry-After": "2"})
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

@@ -19,6 +19,7 @@ response (a room's event stream) is never cut by it.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any, ClassVar
 
 import uvicorn
@@ -37,6 +38,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._head_timeout = self.header_timeout
         self._head_timer: asyncio.TimerHandle | None = None
         # Whether bytes of the next request have arrived: they get a 408, an idle
         # connection is just closed (as the keep-alive timeout would).
@@ -77,7 +79,7 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
 
     def _arm_head_timer(self) -> None:
         self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+        self._head_timer = self.loop.call_later(self._head_timeout, self._head_timed_out)
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -112,6 +114,22 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
         self.transport.write(b"".join(content))
 
 
+class SettingsHeadTimeoutProtocol(HeadTimeoutProtocol):
+    """For `--workers`: uvicorn's worker processes build the protocol from its name,
+    so the deadline comes from the settings each worker reads (the same environment)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timeout = _settings_header_timeout()
+
+
+@functools.cache
+def _settings_header_timeout() -> float:
+    from web.settings import Settings
+
+    return Settings.from_env().header_timeout_seconds
+
+
 def protocol_with(header_timeout: float) -> type[HeadTimeoutProtocol]:
     """The protocol class with this head deadline (uvicorn builds protocols from a class)."""
     if not header_timeout > 0:
@@ -127,26 +145,34 @@ def protocol_with(header_timeout: float) -> type[HeadTimeoutProtocol]:
 
 
 def config(
-    app: ASGIApp,
+    app: ASGIApp | str,
     *,
     host: str,
     port: int,
     log_level: str,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     forwarded_allow_ips: str | None = None,
+    workers: int = 1,
 ) -> uvicorn.Config:
     """uvicorn's settings for Sala.
 
     `forwarded_allow_ips` (comma-separated addresses or networks, or `*`) are the
     proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed. Without it
     nothing is: any client could otherwise pick the address its limits are counted by.
+
+    With `workers` above 1, `app` is an import string ("web.app:app"): uvicorn starts
+    that many processes, each building the app and its protocol from the environment.
     """
+    http: type[HeadTimeoutProtocol] | str = protocol_with(header_timeout)
+    if workers > 1:
+        http = f"{__name__}:SettingsHeadTimeoutProtocol"
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level,
-        http=protocol_with(header_timeout),
+        http=http,
+        workers=workers if workers > 1 else None,
         proxy_headers=forwarded_allow_ips is not None,
         forwarded_allow_ips=forwarded_allow_ips,
         # How long a shutdown waits for open responses; streams end themselves sooner.
