@@ -37,7 +37,7 @@ def admin_execute(*statements: str) -> None:
 
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         for statement in statements:
-            conn.execute(statement)  # type: ignore[arg-type]
+            conn.execute(statement)
 
 
 def detail(server: Server) -> dict[str, object]:
