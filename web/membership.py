@@ -125,6 +125,7 @@ class SharedMembership:
         self.node_id = broker.node_id
         self._claims: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._unclaimed: set[tuple[str, str]] = set()  # claims that failed: retried
+        self._unreleased: set[tuple[str, str]] = set()  # releases that failed: retried
         self._tasks: list[asyncio.Task[None]] = []
         self._renewed_since: float | None = None
         broker.on_left = self._forget
@@ -201,12 +202,21 @@ class SharedMembership:
             with contextlib.suppress(BaseException):
                 await pending  # released after it was claimed, never before
         self._unclaimed.discard((code, member_id))
-        room = await self.store.get_room(code)
-        if room is None or room.id is None:
-            return
-        await self.store.call(
-            cluster.release, room_id=room.id, member_id=member_id, node_id=self.node_id
-        )
+        await self._release(code, member_id)
+
+    async def _release(self, code: str, member_id: str) -> None:
+        try:
+            room = await self.store.get_room(code)
+            if room is None or room.id is None:
+                return
+            await self.store.call(
+                cluster.release, room_id=room.id, member_id=member_id, node_id=self.node_id
+            )
+            self._unreleased.discard((code, member_id))
+        except Exception as exc:
+            # Retried with the lease: a claim left behind would keep them present.
+            logger.warning("could not record that %s left %s (retrying): %s", member_id, code, exc)
+            self._unreleased.add((code, member_id))
 
     async def leave_now(self, room: Room, member_id: str) -> None:
         assert room.id is not None
@@ -271,6 +281,11 @@ class SharedMembership:
 
     async def _retry_claims(self) -> None:
         names = {(c, m): n for c, m, n in self.presence.local_members()}
+        for key in list(self._unreleased):
+            if key in names:
+                self._unreleased.discard(key)  # back meanwhile: the claim stands
+            else:
+                await self._release(*key)
         for code, member_id in list(self._unclaimed):
             name = names.get((code, member_id))
             room = await self.store.get_room(code)

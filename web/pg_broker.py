@@ -249,11 +249,19 @@ class PgBroker:
             self.close_member(feed.room.code, left, "left")
             if self.on_left is not None:
                 self.on_left(feed.room.code, left)
+        self._roster_due(feed)
+
+    def _roster_due(self, feed: _Feed) -> None:
+        """Re-read the room's members soon: changes within PRESENCE_COALESCE_SECONDS go
+        out as one list (when hundreds join at once, each would send the whole list)."""
         if feed.presence_due:
             return
         feed.presence_due = True
         loop = asyncio.get_running_loop()
-        loop.call_later(PRESENCE_COALESCE_SECONDS, self._spawn, self._refresh_roster(feed))
+        loop.call_later(PRESENCE_COALESCE_SECONDS, self._spawn_refresh, feed)
+
+    def _spawn_refresh(self, feed: _Feed) -> None:
+        self._spawn(self._refresh_roster(feed))
 
     async def _refresh_roster(self, feed: _Feed) -> None:
         feed.presence_due = False
@@ -356,6 +364,7 @@ class PgBroker:
                     for feed in list(self._feeds.values()):
                         if feed.last_seq is not None:
                             await self._fill(feed)
+                        self._roster_due(feed)  # member changes may have gone unheard too
                 elif isinstance(item, _Fill) and item.feed.last_seq is not None:
                     await self._fill(item.feed)
             except asyncio.CancelledError:

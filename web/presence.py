@@ -57,15 +57,20 @@ class Presence:
             member.leave_timer = None
         return False
 
-    def disconnect(self, room: str, member_id: str) -> None:
-        """Count one stream fewer. Synchronous: it runs in an already-cancelled scope."""
+    def disconnect(self, room: str, member_id: str, *, shutting_down: bool = False) -> None:
+        """Count one stream fewer. Synchronous: it runs in an already-cancelled scope.
+
+        A stream ended by the server shutting down starts no leave: the member is
+        held (their reader reconnects to another process, or to this one restarted).
+        """
         member = self._rooms.get(room, {}).get(member_id)
         if member is None:
             return
         member.streams -= 1
         if member.streams <= 0:
             member.streams = 0
-            self._schedule_leave(room, member_id, member, self._grace)
+            if not shutting_down:
+                self._schedule_leave(room, member_id, member, self._grace)
 
     def restore(self, room: str, member_id: str, name: str, grace_seconds: float) -> None:
         """Someone the database says is in the room, from before a restart.

@@ -326,4 +326,4 @@ async def _events(
                         return
         finally:
             # Runs in a cancelled scope when the client goes: nothing here awaits.
-            presence.disconnect(room.code, member.id)
+            presence.disconnect(room.code, member.id, shutting_down=signal.is_set)
