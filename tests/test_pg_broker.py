@@ -126,3 +126,71 @@ async def test_database_outage_gives_503_in_words_then_everything_arrives_once(
         texts = [e.text for e in stream.entries if e.kind == "message"]
         assert texts == ["before", "during", "after"]
         assert stream.ids == sorted(set(stream.ids))
+
+
+def kinds(postgres_url: str) -> list[tuple[str, str]]:
+    """(kind, author name) of every entry, in the stored order."""
+    import psycopg
+
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute("SELECT kind, author_name FROM entry ORDER BY room_id, seq")
+        return [(str(kind), str(name)) for kind, name in rows]
+
+
+async def test_a_stuck_process_is_swept_and_comes_back_without_losing_anything(
+    make_server: ServerFactory, postgres_url: str
+) -> None:
+    """B stops (SIGSTOP) for longer than its lease: A sweeps it (its LISTEN backend is
+    ended, so it cannot pin the notification queue; its member leaves once). When B
+    continues, it registers again, claims its member back (one join) and its open
+    stream gets, in order, everything posted while it was stopped."""
+    import signal
+
+    a = make_server(**shared(postgres_url))
+    b = make_server(**shared(postgres_url))
+    b_node = str(detail(b)["node_id"])
+    async with Person(a.url, "Ana") as ana, Person(b.url, "Bo") as bo:
+        code = await ana.create_room()
+        assert (await bo.join(code)).status_code == 303
+        async with bo.stream(code) as stream:
+            await stream.wait_for(lambda s: any(e.kind == "join" for e in s.entries))
+            assert b.proc is not None
+            b.proc.send_signal(signal.SIGSTOP)
+            try:
+
+                def listener_gone() -> bool:
+                    import psycopg
+
+                    with psycopg.connect(postgres_url) as conn:
+                        row = conn.execute(
+                            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                            (f"sala-listen-{b_node}",),
+                        ).fetchone()
+                        return row is not None and row[0] == 0
+
+                with anyio.fail_after(20):
+                    while not listener_gone():
+                        await anyio.sleep(0.2)
+                await eventually(
+                    lambda: anyio.to_thread.run_sync(kinds, postgres_url),
+                    lambda rows: ("leave", "Bo") in rows,
+                    10,
+                )
+                for n in range(5):
+                    assert (await ana.say(code, f"while stopped {n}")).status_code == 200
+                usage = detail(a)["broker"]
+                assert isinstance(usage, dict) and usage["notification_queue_usage"] == 0
+            finally:
+                b.proc.send_signal(signal.SIGCONT)
+            await stream.wait_text("while stopped 4", timeout=20)
+            texts = [e.text for e in stream.entries if e.kind == "message"]
+            assert texts == [f"while stopped {n}" for n in range(5)]
+            assert stream.ids == sorted(set(stream.ids))
+            await eventually(
+                lambda: anyio.to_thread.run_sync(kinds, postgres_url),
+                lambda rows: (
+                    [r for r in rows if r[1] == "Bo"]
+                    == [("join", "Bo"), ("leave", "Bo"), ("join", "Bo")]
+                ),
+                10,
+            )
