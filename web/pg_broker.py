@@ -129,6 +129,7 @@ class PgBroker:
         self._connections = 0
         self._last_notification: float | None = None
         self._ping_back = 0.0
+        self._pings_back = 0
 
     # -- lifecycle --
 
@@ -330,10 +331,16 @@ class PgBroker:
                     now = loop.time()
                     if notify.channel == self._ping_channel:
                         self._ping_back = now
+                        self._pings_back += 1
                         continue
                     self._last_notification = now
                     self._queue.put_nowait((notify.channel, notify.payload))
                 if loop.time() - self._ping_back > 2 * self._ping_seconds + 1:
+                    if not self._pings_back:
+                        logger.error(
+                            "no ping sent through SALA_DATABASE_URL ever reached the LISTEN "
+                            "connection of SALA_BROKER_URL: both must name the same database"
+                        )
                     raise ConnectionError("the LISTEN connection stopped answering pings")
 
     async def _ping(self) -> None:
