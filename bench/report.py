@@ -34,11 +34,45 @@ COLUMNS = {
         "delivered_ratio",
     ],
     "posting": ["concurrency", "posts_per_s", "post_p50_ms", "post_p99_ms"],
+    "cluster": [
+        "processes",
+        "subscribers",
+        "rate_per_s",
+        "delivered_ratio",
+        "duplicates",
+        "same_p50_ms",
+        "same_p99_ms",
+        "cross_p50_ms",
+        "cross_p99_ms",
+        "cross_minus_same_p99_ms",
+        "cpu_us_per_delivery",
+        "cpu_us_per_delivery_by_process",
+        "postgres_cpu_us_per_message",
+        "max_notification_queue_usage",
+    ],
+    "cluster faults": [
+        "fault",
+        "processes",
+        "subscribers",
+        "rate_per_s",
+        "messages",
+        "delivered_ratio",
+        "duplicates",
+        "out_of_order",
+        "readers_moved",
+        "reconnected_max_s",
+        "caught_up_s",
+        "max_delay_ms",
+    ],
 }
 
 
 def _cell(row: dict[str, Any], key: str) -> str:
     sala = row["sala"].get(key)
+    if sala is None:
+        return "-"  # not measured in this row (no cross-process readers on one process)
+    if isinstance(sala, list):
+        sala = " / ".join(str(v) for v in sala)
     ratio = row["ratio"].get(key)
     base = row["baseline"].get(key)
     if ratio is None:
@@ -52,15 +86,27 @@ def render(report: dict[str, Any]) -> str:
         f"{report['machine']['cores']} cores, Python {report['machine']['python']}.",
         "",
         "Each cell: Sala (baseline; ratio). Ratios: baseline ÷ Sala for times and CPU, "
-        "Sala ÷ baseline for rates.",
+        "Sala ÷ baseline for rates. In the cluster tables the baseline is one process.",
     ]
     for scenario, rows in report["scenarios"].items():
-        columns = COLUMNS[scenario]
-        out += ["", f"### {scenario}", "", "| " + " | ".join(columns) + " |"]
-        out.append("|" + "---|" * len(columns))
-        for row in rows:
-            out.append("| " + " | ".join(_cell(row, c) for c in columns) + " |")
+        for table, part in _tables(scenario, rows):
+            columns = COLUMNS[table]
+            out += ["", f"### {table}", "", "| " + " | ".join(columns) + " |"]
+            out.append("|" + "---|" * len(columns))
+            for row in part:
+                out.append("| " + " | ".join(_cell(row, c) for c in columns) + " |")
     return "\n".join(out) + "\n"
+
+
+def _tables(scenario: str, rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The cluster scenario's fault rows get a table of their own."""
+    if scenario != "cluster":
+        return [(scenario, rows)]
+    faults = [row for row in rows if "fault" in row["sala"]]
+    fanout = [row for row in rows if "fault" not in row["sala"]]
+    return [
+        (name, part) for name, part in (("cluster", fanout), ("cluster faults", faults)) if part
+    ]
 
 
 def main() -> None:

@@ -1,14 +1,16 @@
 """Sala's benchmark, with a bare asyncio baseline measured in the same run.
 
-    python -m bench.run --quick          # what `make bench` runs: small sizes, a minute or two
+    python -m bench.run --quick          # what `make bench` runs: small sizes, a few minutes
     python -m bench.run                  # full sizes: 10k/19.5k idle streams, 5,000 subscribers
-    python -m bench.run --only fanout    # one scenario: idle, fanout, rooms, posting
+    python -m bench.run --only fanout    # one scenario: idle, fanout, rooms, posting, cluster
 
 Servers run as subprocesses on free ports (Sala on a fresh SQLite file, with the
 rate limit off: the load comes from a few members); the load client runs in this
 process. Results go to bench/results.json and a table on stdout. Ratios are
 baseline ÷ Sala for costs (CPU per delivery, latency): 1.0 is as cheap as the bare
-server, 0.25 is four times its cost; and Sala ÷ baseline for throughput.
+server, 0.25 is four times its cost; and Sala ÷ baseline for throughput. The cluster
+scenario (bench/cluster.py, on PostgreSQL) has no bare baseline: its rows compare N
+processes with one.
 """
 
 from __future__ import annotations
@@ -288,7 +290,7 @@ async def posting(target: Target, concurrency: int, seconds: float) -> dict[str,
 
 # -- the run -------------------------------------------------------------------
 
-SIZES = {
+SIZES: dict[str, dict[str, Any]] = {
     "quick": {
         "idle": [2000],
         "fanout": [(1, 10), (100, 10), (1000, 1), (1000, 10)],
@@ -297,6 +299,12 @@ SIZES = {
         "rooms_seconds": 3,
         "posting": [1, 16, 64],
         "posting_seconds": 3,
+        "cluster": {
+            "processes": [1, 2, 3],
+            "fanout": [(1000, 10)],
+            "seconds": 3,
+            "faults": (1000, 10, 6),  # subscribers, messages/s, seconds (fault halfway)
+        },
     },
     "full": {
         "idle": [10000, 19500],
@@ -306,8 +314,15 @@ SIZES = {
         "rooms_seconds": 10,
         "posting": [1, 16, 64],
         "posting_seconds": 10,
+        "cluster": {
+            "processes": [1, 2, 3],
+            "fanout": [(100, 10), (1000, 10)],
+            "seconds": 10,
+            "faults": (1000, 10, 20),
+        },
     },
 }
+SCENARIOS = ["idle", "fanout", "rooms", "posting", "cluster"]
 COSTS = ("ms", "cpu_us", "memory")  # smaller is better: ratio = baseline / sala
 
 
@@ -318,6 +333,8 @@ def _ratios(sala: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
         if not isinstance(value, (int, float)) or not isinstance(other, (int, float)):
             continue
         if key in ("subscribers", "rate_per_s", "messages", "streams", "rooms", "per_room"):
+            continue
+        if key == "processes":
             continue
         if key in ("concurrency", "posts_per_s_asked"):
             continue
@@ -364,11 +381,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (make bench)")
-    parser.add_argument("--only", choices=["idle", "fanout", "rooms", "posting"], action="append")
+    parser.add_argument("--only", choices=SCENARIOS, action="append")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     sizes = SIZES["quick" if args.quick else "full"]
-    scenarios = args.only or ["idle", "fanout", "rooms", "posting"]
+    scenarios = args.only or SCENARIOS
     report: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "profile": "quick" if args.quick else "full",
@@ -380,6 +397,21 @@ def main() -> None:
         "scenarios": {},
     }
     for scenario in scenarios:
+        if scenario == "cluster":
+            from bench import cluster  # it builds on this module
+
+            missing = cluster.unavailable()
+            if missing:
+                if args.only:
+                    parser.exit(2, f"cluster: {missing}\n")
+                print(f"== cluster skipped: {missing}", flush=True)
+                continue
+            report["scenarios"][scenario] = []
+            print(f"== {scenario}", flush=True)
+            for row in cluster.rows(sizes["cluster"]):
+                report["scenarios"][scenario].append(row)
+                print(json.dumps(row), flush=True)
+            continue
         report["scenarios"][scenario] = []
         print(f"== {scenario}", flush=True)
         for unit in units(scenario, sizes):
