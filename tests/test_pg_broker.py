@@ -178,8 +178,9 @@ async def test_a_stuck_process_is_swept_and_comes_back_without_losing_anything(
                 )
                 for n in range(5):
                     assert (await ana.say(code, f"while stopped {n}")).status_code == 200
+                # Nothing pins the queue: what is left is at most the page being written.
                 usage = detail(a)["broker"]
-                assert isinstance(usage, dict) and usage["notification_queue_usage"] == 0
+                assert isinstance(usage, dict) and usage["notification_queue_usage"] < 1e-5
             finally:
                 b.proc.send_signal(signal.SIGCONT)
             await stream.wait_text("while stopped 4", timeout=20)

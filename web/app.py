@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
-from sqlalchemy.exc import OperationalError
+import psycopg
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -87,8 +88,25 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     return Gate(app, settings, session_cookie=cookie, max_age=SESSION_MAX_AGE)
 
 
+def _unreachable(exc: Exception) -> bool:
+    """Whether a database error means "cannot reach it now" (rather than a bug): a lost
+    or refused PostgreSQL connection, or SQLite busy past its timeout."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    original = exc.orig
+    if isinstance(original, psycopg.OperationalError):
+        return True
+    return "database is locked" in str(original)
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
     """The database cannot be reached (restarting, failing over): 503, in words."""
+    if not _unreachable(exc):
+        # A bug (a missing table, say), not an outage: a 500, and the traceback logged.
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return await _server_error(request, exc)
     logger.warning("database unavailable for %s %s: %s", request.method, request.url.path, exc)
     message = (
         "Sala cannot reach its database just now. Please try again in a moment "
