@@ -7,12 +7,21 @@ import secrets
 from collections import Counter
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, func, text, update
+from sqlalchemy import bindparam, delete, func, text, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from db.models import Entry, EntryKind, Room
+from db.models import (
+    CHANGE_KINDS,
+    QUOTE_MAX,
+    REACTIONS,
+    SHOWN_KINDS,
+    Entry,
+    EntryKind,
+    Reaction,
+    Room,
+)
 
 # LISTEN/NOTIFY channels (PostgreSQL broker): every entry as it commits, and member lists.
 TIMELINE_CHANNEL = "sala_timeline"
@@ -144,6 +153,10 @@ def insert_entries(
         entry.seq = last_seq[entry.room_id]
         fresh.append(entry)
         results.append((entry, True))
+        if entry.reply_to is not None:
+            _quote(session, entry)
+        if entry.kind in CHANGE_KINDS:
+            _apply_change(session, entry)
     added = Counter(e.room_id for e in fresh)
     if added:
         params = [{"room": room_id, "added": n} for room_id, n in sorted(added.items())]
@@ -153,6 +166,100 @@ def insert_entries(
         session.flush()  # ids, for the payloads
         _notify(session, TIMELINE_CHANNEL, [timeline_payload(e) for e in fresh])
     return results
+
+
+def quote_of(text_: str | None) -> str | None:
+    """The first words of a message, as a reply shows them."""
+    if text_ is None:
+        return None
+    flat = " ".join(text_.split())
+    return flat if len(flat) <= QUOTE_MAX else flat[: QUOTE_MAX - 1] + "…"
+
+
+def _quote(session: Session, entry: Entry) -> None:
+    """A reply's snapshot of its original, read under the room's lock (so a delete
+    cannot slip in between and leave words behind)."""
+    original = session.get(Entry, entry.reply_to)
+    if original is None or original.room_id != entry.room_id or original.kind != "message":
+        entry.reply_to = None
+        return
+    entry.quote_author = original.author_name
+    entry.quote_text = quote_of(original.body)
+
+
+def _apply_change(session: Session, change: Entry) -> None:
+    """Apply an edit, delete or reaction to its message, in the change's transaction.
+
+    The view checked who may do what; this re-checks under the lock. A change that
+    no longer applies (the message was deleted meanwhile) is stored without effect
+    and without words.
+    """
+    conn = session.connection()
+    target = change.target_id
+    mine = (
+        col(Entry.id) == target,
+        col(Entry.room_id) == change.room_id,
+        col(Entry.kind) == EntryKind.MESSAGE.value,
+        col(Entry.deleted_at).is_(None),
+    )
+    if change.kind == EntryKind.EDIT.value:
+        done = conn.execute(
+            update(Entry)
+            .where(*mine, col(Entry.author_id) == change.author_id)
+            .values(body=change.body, edited_at=change.created_at)
+        )
+        if not done.rowcount:
+            change.body = None
+            return
+        conn.execute(
+            update(Entry)
+            .where(col(Entry.reply_to) == target)
+            .values(quote_text=quote_of(change.body))
+        )
+    elif change.kind == EntryKind.DELETE.value:
+        change.body = None
+        done = conn.execute(
+            update(Entry)
+            .where(*mine, col(Entry.author_id) == change.author_id)
+            .values(body=None, deleted_at=change.created_at)
+        )
+        if not done.rowcount:
+            return
+        # Its words go everywhere they were kept: earlier versions, replies' quotes.
+        conn.execute(
+            update(Entry)
+            .where(col(Entry.target_id) == target, col(Entry.kind) == EntryKind.EDIT.value)
+            .values(body=None)
+        )
+        conn.execute(update(Entry).where(col(Entry.reply_to) == target).values(quote_text=None))
+        conn.execute(delete(Reaction).where(col(Reaction.message_id) == target))
+    elif change.kind == EntryKind.REACTION.value:
+        emoji = change.body or ""
+        alive = conn.execute(sa_select(col(Entry.id)).where(*mine)).first()
+        if alive is None:
+            change.body = None
+            return
+        removed = conn.execute(
+            delete(Reaction).where(
+                col(Reaction.message_id) == target,
+                col(Reaction.member_id) == change.author_id,
+                col(Reaction.emoji) == emoji,
+            )
+        )
+        if removed.rowcount:
+            change.body = "-" + emoji
+            return
+        assert target is not None
+        session.add(
+            Reaction(
+                message_id=target,
+                member_id=change.author_id,
+                emoji=emoji,
+                author_name=change.author_name,
+                created_at=change.created_at,
+            )
+        )
+        change.body = "+" + emoji
 
 
 _NOTIFY_EACH = text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS t(p)")
@@ -166,20 +273,23 @@ def _notify(session: Session, channel: str, payloads: list[str]) -> None:
 def timeline_payload(entry: Entry) -> str:
     """What a listener needs to render the entry without a query; ids only if too long."""
     assert entry.id is not None and entry.seq is not None
-    full = json.dumps(
-        {
-            "r": entry.room_id,
-            "s": entry.seq,
-            "i": entry.id,
-            "k": entry.kind,
-            "a": entry.author_id,
-            "n": entry.author_name,
-            "b": entry.body,
-            "t": entry.created_at.isoformat(),
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    if entry.kind in CHANGE_KINDS:
+        # Rendered from the message's state in the database, as every replay does.
+        change = {"r": entry.room_id, "s": entry.seq, "i": entry.id, "k": entry.kind}
+        return json.dumps({**change, "g": entry.target_id}, separators=(",", ":"))
+    fields: dict[str, object] = {
+        "r": entry.room_id,
+        "s": entry.seq,
+        "i": entry.id,
+        "k": entry.kind,
+        "a": entry.author_id,
+        "n": entry.author_name,
+        "b": entry.body,
+        "t": entry.created_at.isoformat(),
+    }
+    if entry.reply_to is not None:
+        fields.update(p=entry.reply_to, qa=entry.quote_author, qt=entry.quote_text)
+    full = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
     if len(full.encode()) <= PAYLOAD_MAX:
         return full
     return json.dumps({"r": entry.room_id, "s": entry.seq, "i": entry.id}, separators=(",", ":"))
@@ -228,6 +338,8 @@ def copy_entry(entry: Entry) -> Entry:
         body=entry.body,
         created_at=entry.created_at,
         idempotency_key=entry.idempotency_key,
+        reply_to=entry.reply_to,
+        target_id=entry.target_id,
     )
 
 
@@ -277,11 +389,110 @@ def entries_before(
     *, session: Session, room_id: int, before: int | None, limit: int
 ) -> Sequence[Entry]:
     """The `limit` entries just before `before` (or the newest), oldest first."""
-    query = select(Entry).where(Entry.room_id == room_id)
+    query = select(Entry).where(Entry.room_id == room_id, col(Entry.kind).in_(SHOWN_KINDS))
     if before is not None:
         query = query.where(col(Entry.id) < before)
     rows = session.exec(query.order_by(col(Entry.id).desc()).limit(limit)).all()
     return list(reversed(rows))
+
+
+def shown_after(*, session: Session, room_id: int, after: int, limit: int) -> Sequence[Entry]:
+    """The `limit` entries a page shows just after id `after`, oldest first."""
+    query = (
+        select(Entry)
+        .where(Entry.room_id == room_id, col(Entry.kind).in_(SHOWN_KINDS), col(Entry.id) > after)
+        .order_by(col(Entry.id))
+        .limit(limit)
+    )
+    return session.exec(query).all()
+
+
+def get_entry(*, session: Session, entry_id: int) -> Entry | None:
+    return session.get(Entry, entry_id)
+
+
+ReactionSummary = list[tuple[str, int, list[str]]]  # (emoji, count, names) in REACTIONS order
+
+
+def reactions_for(*, session: Session, message_ids: Sequence[int]) -> dict[int, ReactionSummary]:
+    """Each message's reactions, for showing: emoji, how many, who."""
+    if not message_ids:
+        return {}
+    rows = session.exec(
+        select(Reaction)
+        .where(col(Reaction.message_id).in_(message_ids))
+        .order_by(col(Reaction.created_at))
+    ).all()
+    names: dict[int, dict[str, list[str]]] = {}
+    for reaction in rows:
+        names.setdefault(reaction.message_id, {}).setdefault(reaction.emoji, []).append(
+            reaction.author_name
+        )
+    order = {emoji: n for n, emoji in enumerate(REACTIONS)}
+    return {
+        message_id: sorted(
+            ((emoji, len(who), who) for emoji, who in by_emoji.items()),
+            key=lambda item: order.get(item[0], len(order)),
+        )
+        for message_id, by_emoji in names.items()
+    }
+
+
+def changed_messages(
+    *, session: Session, changes: Sequence[Entry]
+) -> tuple[dict[int, Entry], dict[int, list[Entry]]]:
+    """For change entries: the messages they changed (as they are now) and, for edits and
+    deletes, the replies that quote those messages (their quotes changed too)."""
+    targets = sorted({c.target_id for c in changes if c.target_id is not None})
+    if not targets:
+        return {}, {}
+    messages = {
+        m.id: m for m in session.exec(select(Entry).where(col(Entry.id).in_(targets))).all()
+    }
+    quoting = sorted(
+        {
+            c.target_id
+            for c in changes
+            if c.target_id is not None and c.kind != EntryKind.REACTION.value
+        }
+    )
+    replies: dict[int, list[Entry]] = {}
+    if quoting:
+        rows = session.exec(
+            select(Entry).where(col(Entry.reply_to).in_(quoting)).order_by(col(Entry.id))
+        ).all()
+        for reply in rows:
+            assert reply.reply_to is not None
+            replies.setdefault(reply.reply_to, []).append(reply)
+    return {i: m for i, m in messages.items() if i is not None}, replies
+
+
+def room_names(*, session: Session, room_id: int) -> list[tuple[str, str]]:
+    """(name, member id) of everyone who has joined the room, once per name."""
+    rows = session.exec(
+        select(Entry.author_name, func.max(Entry.author_id))
+        .where(Entry.room_id == room_id, Entry.kind == EntryKind.JOIN.value)
+        .group_by(col(Entry.author_name))
+    ).all()
+    return [(name, member_id) for name, member_id in rows]
+
+
+def neighbours(
+    *, session: Session, room_id: int, entry_id: int
+) -> tuple[Entry | None, Entry | None]:
+    """The messages just before and just after a message (for a search result's context)."""
+    messages = select(Entry).where(
+        Entry.room_id == room_id,
+        Entry.kind == EntryKind.MESSAGE.value,
+        col(Entry.deleted_at).is_(None),
+    )
+    before = session.exec(
+        messages.where(col(Entry.id) < entry_id).order_by(col(Entry.id).desc()).limit(1)
+    ).first()
+    after = session.exec(
+        messages.where(col(Entry.id) > entry_id).order_by(col(Entry.id)).limit(1)
+    ).first()
+    return before, after
 
 
 def present_members(*, session: Session) -> Sequence[tuple[str, str, str]]:

@@ -40,6 +40,17 @@ class EntryKind(StrEnum):
     MESSAGE = "message"
     JOIN = "join"
     LEAVE = "leave"
+    # Changes to a message (`target_id`): their events carry the message re-rendered.
+    EDIT = "edit"
+    DELETE = "delete"
+    REACTION = "reaction"
+
+
+# What a page of history counts (changes show in the messages they changed).
+SHOWN_KINDS = (EntryKind.MESSAGE.value, EntryKind.JOIN.value, EntryKind.LEAVE.value)
+CHANGE_KINDS = (EntryKind.EDIT.value, EntryKind.DELETE.value, EntryKind.REACTION.value)
+REACTIONS = ("👍", "❤️", "😂", "😮", "😢", "🙏")
+QUOTE_MAX = 120  # characters of the original a reply shows
 
 
 class Room(SQLModel, table=True):
@@ -64,6 +75,8 @@ class Entry(SQLModel, table=True):
         Index("ix_entry_room_id_id", "room_id", "id"),
         Index("ix_entry_room_author", "room_id", "author_id", "id"),
         Index("uq_entry_room_seq", "room_id", "seq", unique=True),
+        Index("ix_entry_target", "target_id"),
+        Index("ix_entry_reply_to", "reply_to"),
         {"sqlite_autoincrement": True},
     )
 
@@ -77,6 +90,26 @@ class Entry(SQLModel, table=True):
     body: str | None = Field(default=None)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     idempotency_key: str | None = Field(default=None, sa_type=String(64))
+    # A message that answers another: the original's id, author and first words as
+    # they are now (an edit updates them, a delete erases the words).
+    reply_to: int | None = Field(default=None)
+    quote_author: str | None = Field(default=None, sa_type=String(32))
+    quote_text: str | None = Field(default=None, sa_type=String(QUOTE_MAX))
+    # A change (edit, delete, reaction): the message it changes.
+    target_id: int | None = Field(default=None)
+    # A message's current state: edited when, withdrawn when (its text is then gone).
+    edited_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Reaction(SQLModel, table=True):
+    """A member's reaction to a message; reacting again with the same emoji removes it."""
+
+    message_id: int = Field(foreign_key="entry.id", primary_key=True)
+    member_id: str = Field(sa_type=String(64), primary_key=True)
+    emoji: str = Field(sa_type=String(16), primary_key=True)
+    author_name: str = Field(sa_type=String(32))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class Node(SQLModel, table=True):

@@ -10,7 +10,7 @@ from anyio import CapacityLimiter
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from db import cluster, crud
+from db import cluster, crud, search
 from db.engine import init_db, is_sqlite, make_engine
 from db.models import Entry, Room
 
@@ -77,6 +77,35 @@ class Store:
         return await self._run(
             self._reads, crud.entries_after_seq, room_id=room_id, after_seq=after_seq, limit=limit
         )
+
+    async def get_entry(self, entry_id: int) -> Entry | None:
+        return await self._run(self._reads, crud.get_entry, entry_id=entry_id)
+
+    async def shown_after(self, *, room_id: int, after: int, limit: int) -> Sequence[Entry]:
+        return await self._run(
+            self._reads, crud.shown_after, room_id=room_id, after=after, limit=limit
+        )
+
+    async def reactions_for(self, message_ids: Sequence[int]) -> dict[int, crud.ReactionSummary]:
+        if not message_ids:
+            return {}
+        return await self._run(self._reads, crud.reactions_for, message_ids=message_ids)
+
+    async def changed_messages(
+        self, changes: Sequence[Entry]
+    ) -> tuple[dict[int, Entry], dict[int, list[Entry]]]:
+        return await self._run(self._reads, crud.changed_messages, changes=changes)
+
+    async def room_names(self, room_id: int) -> list[tuple[str, str]]:
+        return await self._run(self._reads, crud.room_names, room_id=room_id)
+
+    async def search(self, *, room_id: int, query: str, limit: int) -> Sequence[Entry]:
+        return await self._run(
+            self._reads, search.search_messages, room_id=room_id, query=query, limit=limit
+        )
+
+    async def neighbours(self, *, room_id: int, entry_id: int) -> tuple[Entry | None, Entry | None]:
+        return await self._run(self._reads, crud.neighbours, room_id=room_id, entry_id=entry_id)
 
     async def seq_for_cursor(self, *, room_id: int, after: int) -> int:
         return await self._run(self._reads, crud.seq_for_cursor, room_id=room_id, after=after)

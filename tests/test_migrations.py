@@ -20,6 +20,7 @@ from sqlmodel import SQLModel
 
 from db import migrations
 from db.engine import init_db, make_engine, normalize_url
+from db.migrations import outside_the_models
 from db.models import UTCDateTime
 from db.store import Store
 from tests.client import Person, page_entries
@@ -196,7 +197,8 @@ def _schema(engine: Engine) -> dict[str, Any]:
 
 
 def _model_differences(conn: Connection) -> list[Any]:
-    differences: list[Any] = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    context = MigrationContext.configure(conn, opts={"include_name": outside_the_models})
+    differences: list[Any] = compare_metadata(context, SQLModel.metadata)
     return differences
 
 

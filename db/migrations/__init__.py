@@ -45,6 +45,14 @@ PG_LOCK_KEY = 0x53414C41
 _one_at_a_time = threading.Lock()
 
 
+def outside_the_models(name: str | None, type_: str, _parent: Any) -> bool:
+    """False for the search machinery the models do not describe (0005): the FTS5 tables
+    on SQLite, the expression index on PostgreSQL. For autogenerate and comparisons."""
+    if type_ == "table" and name is not None and name.startswith("entry_fts"):
+        return False
+    return not (type_ == "index" and name == "ix_entry_search")
+
+
 def alembic_config(connection: Connection) -> Config:
     """Alembic's configuration, built here rather than read from an alembic.ini."""
     config = Config()

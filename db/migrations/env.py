@@ -7,6 +7,7 @@ from sqlalchemy import Connection
 from sqlmodel import SQLModel
 
 from db import models  # noqa: F401  (fills SQLModel.metadata, for comparing and autogenerate)
+from db.migrations import outside_the_models
 
 connection = context.config.attributes.get("connection")
 if context.is_offline_mode() or not isinstance(connection, Connection):
@@ -17,6 +18,7 @@ context.configure(
     target_metadata=SQLModel.metadata,
     # SQLite alters a column by rebuilding its table: batch mode does that.
     render_as_batch=connection.dialect.name == "sqlite",
+    include_name=outside_the_models,
 )
 with context.begin_transaction():
     context.run_migrations()
