@@ -137,7 +137,9 @@ class Stream:
                     event = SSEEvent("\n".join(data), event_id, name)
                     self.events.append(event)
                     entry = event.entry if self.parse else None
-                    if entry is not None:
+                    # A change (edit, delete, reaction) re-renders a message in place
+                    # (hx-swap-oob): not a new entry.
+                    if entry is not None and not entry.has_attr("hx-swap-oob"):
                         self._entries.append(parse_entry(entry))
                     if self.on_event is not None:
                         self.on_event(event)

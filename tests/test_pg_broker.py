@@ -195,3 +195,47 @@ async def test_a_stuck_process_is_swept_and_comes_back_without_losing_anything(
                 ),
                 10,
             )
+
+
+async def test_changes_reach_another_process_as_the_message_now(
+    make_server: ServerFactory, postgres_url: str
+) -> None:
+    """An edit, a reaction and a reply made on A reach a reader on B, rendered from the
+    message's state in the database (a change's notification carries ids only)."""
+    a = make_server(**shared(postgres_url))
+    b = make_server(**shared(postgres_url))
+    async with Person(a.url, "Ana") as ana, Person(b.url, "Bo") as bo:
+        code = await ana.create_room()
+        assert (await bo.join(code)).status_code == 303
+        async with bo.stream(code) as stream:
+            posted = await ana.say(code, "first try")
+            message = posted.headers["sala-entry-id"]
+            edit = await ana.client.post(
+                f"/rooms/{code}/messages/{message}/edit",
+                data={"text": "second try"},
+                headers={"HX-Request": "true"},
+            )
+            assert edit.status_code == 200
+            react = await ana.client.post(
+                f"/rooms/{code}/messages/{message}/reactions",
+                data={"emoji": "🙏"},
+                headers={"HX-Request": "true"},
+            )
+            reply = await ana.client.post(
+                f"/rooms/{code}/messages",
+                data={"text": "and a reply", "reply_to": message},
+                headers={"HX-Request": "true"},
+            )
+            assert react.status_code == 200 and reply.status_code == 200
+            await stream.wait_text("and a reply")
+            changed = [
+                e for e in stream.events if e.entry is not None and e.entry.has_attr("hx-swap-oob")
+            ]
+            assert [e.id for e in changed] == [
+                edit.headers["sala-entry-id"],
+                react.headers["sala-entry-id"],
+            ]
+            assert "second try" in changed[0].data and "edited" in changed[0].data
+            assert "🙏" in changed[1].data
+            quoted = next(e for e in stream.events if e.id == reply.headers["sala-entry-id"])
+            assert "second try" in quoted.data and 'href="#entry-' in quoted.data

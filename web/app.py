@@ -20,7 +20,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from web import stream, views
+from web import conversation, stream, views
 from web.gate import Gate
 from web.responses import error_response
 from web.settings import Settings
@@ -61,6 +61,12 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         Route("/rooms/{code}/messages", views.post_message, methods=["POST"]),
         Route("/rooms/{code}/messages", views.history, methods=["GET"]),
         Route("/rooms/{code}/leave", views.leave, methods=["POST"]),
+        Route("/rooms/{code}/messages/{id}", conversation.message_options, methods=["GET"]),
+        Route("/rooms/{code}/messages/{id}/edit", conversation.edit_message, methods=["POST"]),
+        Route("/rooms/{code}/messages/{id}/delete", conversation.delete_message, methods=["POST"]),
+        Route("/rooms/{code}/messages/{id}/reactions", conversation.react, methods=["POST"]),
+        Route("/rooms/{code}/search", conversation.search, methods=["GET"]),
+        Route("/rooms/{code}/export.{format:str}", conversation.export, methods=["GET"]),
         # Served by the gate (gate.py) outside the middleware; listed so other
         # methods get 405.
         Route("/rooms/{code}/events", stream.room_events, methods=["GET"]),

@@ -26,7 +26,11 @@ class FormProblem(Exception):
 
 async def read_form(request: Request, *, within: float) -> dict[str, str]:
     """The form's fields (the first value of each name), or FormProblem in words."""
-    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    raw_type = request.headers.get("content-type", "")
+    if not raw_type and request.headers.get("content-length", "0") == "0":
+        # A button alone (delete, say) from a client that sends no body at all.
+        return {}
+    content_type, params = parse_options_header(raw_type)
     kind = content_type.decode("latin-1").lower()
     if kind not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise FormProblem(

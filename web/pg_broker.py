@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from jinja2 import Environment
@@ -49,7 +49,10 @@ from db.engine import normalize_url
 from db.models import Entry, Room
 from db.store import Store
 from web.broker import Event, Subscription
-from web.rendering import entry_frame, render_members, sse_frame
+from web.rendering import render_members, sse_frame
+
+if TYPE_CHECKING:
+    from web.timeline import Timeline
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +124,8 @@ class PgBroker:
         self._closing = False
         # Called with (room code, member id) when a member left on purpose anywhere.
         self.on_left: Callable[[str, str], None] | None = None
+        # Renders entries (set by the app: the Timeline, which renders for one process).
+        self.timeline: Timeline | None = None
         # Called with the LISTEN backend's pid after each (re)connect.
         self.on_listening: Callable[[int], Any] | None = None
         # What operators see (/healthz/detail).
@@ -404,7 +409,7 @@ class PgBroker:
         seq = data["s"]
         if seq <= feed.last_seq:
             return
-        if seq == feed.last_seq + 1 and "k" in data:
+        if seq == feed.last_seq + 1 and "a" in data:
             entry = Entry(
                 id=data["i"],
                 room_id=data["r"],
@@ -414,10 +419,14 @@ class PgBroker:
                 author_name=data["n"],
                 body=data["b"],
                 created_at=datetime.fromisoformat(data["t"]),
+                reply_to=data.get("p"),
+                quote_author=data.get("qa"),
+                quote_text=data.get("qt"),
             )
-            self._deliver(feed, [entry])
+            await self._deliver(feed, [entry])
             return
-        # A gap, or an entry too long for a notification: read it from the database.
+        # A gap, an entry too long for a notification, or a change (shown as the message
+        # is now): read it from the database.
         await self._fill(feed)
 
     async def _fill(self, feed: _Feed) -> None:
@@ -432,17 +441,28 @@ class PgBroker:
                 # goes out before this gap is filled.
                 logger.warning("could not fill room %s from the database: %s", feed.room.code, exc)
                 return
-            self._deliver(feed, batch)
+            await self._deliver(feed, batch)
             if len(batch) < FILL_BATCH:
                 return
 
-    def _deliver(self, feed: _Feed, entries: list[Entry] | Any) -> None:
+    async def _deliver(self, feed: _Feed, entries: list[Entry] | Any) -> None:
+        assert self.timeline is not None
+        try:
+            events = await self.timeline.events(feed.room, entries)
+        except Exception:
+            # Counted as delivered all the same (the order must go on): streams of this
+            # room end, and their readers resume from their cursors, from the database.
+            logger.exception("could not render entries of room %s", feed.room.code)
+            events = []
+            for subscription in tuple(feed.subscriptions):
+                subscription.close("render failed")
         for entry in entries:
             assert entry.seq is not None and feed.last_seq is not None
             if entry.seq != feed.last_seq + 1:
                 logger.error("room %s: seq %s after %s", feed.room.code, entry.seq, feed.last_seq)
             feed.last_seq = entry.seq
-            self._push(feed, Event(entry.id, entry_frame(self._env, entry), entry.seq))
+        for event in events:
+            self._push(feed, event)
 
     @staticmethod
     def _push(feed: _Feed, event: Event) -> None:

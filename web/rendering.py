@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,8 @@ def make_templates(secret_key: str) -> Jinja2Templates:
     templates.env.filters["utc_clock"] = utc_clock
     templates.env.filters["author_colour"] = author_colour
     templates.env.filters["linkify"] = linkify
+    templates.env.filters["message_html"] = message_html
+    templates.env.filters["highlight"] = highlight
     templates.env.globals["text_max"] = TEXT_MAX
     templates.env.filters["room_code"] = display_code
     return templates
@@ -65,6 +68,70 @@ def linkify(text: str) -> Markup:
             f'<a href="{href}" rel="noopener noreferrer nofollow" target="_blank">{href}</a>'
         )
         position = start + len(url)
+    parts.append(str(escape(text[position:])))
+    return Markup("".join(parts))
+
+
+# (name, author tag) of people who have been in a room, longest name first.
+Mentionable = list[tuple[str, str]]
+
+
+def message_html(text: str | None, mentions: Mentionable | None = None) -> Markup:
+    """A message's text as HTML: escaped, links made, and `@Name` of someone who has
+    been in the room marked (with their author tag, so each reader's page can tell
+    whether it is them)."""
+    if not text:
+        return Markup("")
+    if not mentions or "@" not in text:
+        return linkify(text)
+    parts: list[str] = []
+    position = 0
+    folded = text.casefold()
+    at = text.find("@")
+    while at != -1:
+        found = None
+        for name, tag in mentions:
+            end = at + 1 + len(name)
+            if folded[at + 1 : end] == name.casefold() and (
+                end == len(text) or not (text[end].isalnum() or text[end] == "_")
+            ):
+                found = (end, tag)
+                break
+        if found is None or (at > 0 and (text[at - 1].isalnum() or text[at - 1] == "_")):
+            at = text.find("@", at + 1)
+            continue
+        end, tag = found
+        parts.append(str(linkify(text[position:at])))
+        parts.append(
+            f'<span class="mention" data-tag="{escape(tag)}">{escape(text[at:end])}</span>'
+        )
+        position = end
+        at = text.find("@", end)
+    parts.append(str(linkify(text[position:])))
+    return Markup("".join(parts))
+
+
+def _fold(word: str) -> str:
+    """Without case or accents, as the search index compares words."""
+    decomposed = unicodedata.normalize("NFKD", word.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+_WORD = re.compile(r"\w+")
+
+
+def highlight(text: str | None, query: str) -> Markup:
+    """The text, escaped, with the words that a search for `query` matched in <mark>."""
+    if not text:
+        return Markup("")
+    wanted = [_fold(w) for w in _WORD.findall(query)]
+    parts: list[str] = []
+    position = 0
+    for match in _WORD.finditer(text):
+        if any(_fold(match.group()).startswith(w) for w in wanted):
+            parts.append(str(escape(text[position : match.start()])))
+            parts.append(f"<mark>{escape(match.group())}</mark>")
+            position = match.end()
     parts.append(str(escape(text[position:])))
     return Markup("".join(parts))
 
@@ -108,8 +175,18 @@ def author_colour(tag: str) -> int:
     return int(tag[:8], 16) % AUTHOR_COLOURS
 
 
-def render_entry(env: Environment, entry: Entry) -> str:
-    return env.get_template("_entry.html").render(entry=entry)
+def render_entry(
+    env: Environment,
+    entry: Entry,
+    *,
+    code: str = "",
+    reactions: dict[int, list[tuple[str, int, list[str]]]] | None = None,
+    mentions: Mentionable | None = None,
+    oob: bool = False,
+) -> str:
+    return env.get_template("_entry.html").render(
+        entry=entry, code=code, reactions=reactions, mentions=mentions, oob=oob
+    )
 
 
 MEMBERS_SHOWN = 100
@@ -133,6 +210,28 @@ def sse_frame(html: str, event_id: int | None = None) -> bytes:
     return ("\n".join(lines) + "\n\n").encode()
 
 
-def entry_frame(env: Environment, entry: Entry) -> bytes:
+def entry_frame(
+    env: Environment, entry: Entry, *, code: str = "", mentions: Mentionable | None = None
+) -> bytes:
     assert entry.id is not None
-    return sse_frame(render_entry(env, entry), entry.id)
+    return sse_frame(render_entry(env, entry, code=code, mentions=mentions), entry.id)
+
+
+def change_frame(
+    env: Environment,
+    change: Entry,
+    *,
+    code: str,
+    message: Entry | None,
+    replies: Iterable[Entry] = (),
+    reactions: dict[int, list[tuple[str, int, list[str]]]] | None = None,
+    mentions: Mentionable | None = None,
+) -> bytes:
+    """The event of an edit, delete or reaction: the message as it is now (and replies
+    quoting it), each replacing its namesake on the page; nothing is appended."""
+    assert change.id is not None
+    parts = [
+        render_entry(env, shown, code=code, reactions=reactions, mentions=mentions, oob=True)
+        for shown in ([message] if message is not None else []) + list(replies)
+    ]
+    return sse_frame("\n".join(parts) or "<template></template>", change.id)

@@ -56,6 +56,8 @@ class AppState:
             )
             store.notify = True
         timeline = Timeline(store=store, broker=broker, env=templates.env)
+        if pg_broker is not None:
+            pg_broker.timeline = timeline
 
         async def record_leave(code: str, member_id: str, name: str) -> None:
             await membership.left(code, member_id, name)

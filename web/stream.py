@@ -35,7 +35,6 @@ from web.access import client_address, refuse_if_name_taken, room_for_member
 from web.broker import Subscription, SubscriptionClosed
 from web.identity import Member
 from web.limits import TOO_MANY_STREAMS, WORDS, Limit
-from web.rendering import entry_frame
 from web.responses import error_response
 from web.security import SECURITY_HEADERS
 from web.state import AppState, app_state
@@ -286,7 +285,8 @@ async def _events(
                 )
                 if not batch:
                     break
-                yield b"".join(entry_frame(state.timeline.env, e) for e in batch)
+                events = await state.timeline.events(room, batch)
+                yield b"".join(event.frame for event in events)
                 sent_entries = True
                 last_seq = batch[-1].seq
                 if len(batch) < REPLAY_BATCH:

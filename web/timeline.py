@@ -10,21 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from jinja2 import Environment
 
-from db.crud import copy_entry
-from db.models import Entry, EntryKind, Room
+from db.crud import ReactionSummary, copy_entry
+from db.models import CHANGE_KINDS, Entry, EntryKind, Room
 from db.store import Store
 from web.broker import Broker, Event
 from web.presence import Presence
-from web.rendering import entry_frame, render_members, sse_frame
+from web.rendering import (
+    AuthorTagger,
+    Mentionable,
+    change_frame,
+    entry_frame,
+    render_members,
+    sse_frame,
+)
 
 logger = logging.getLogger(__name__)
 
 BATCH_MAX = 200
 PRESENCE_COALESCE_SECONDS = 0.2
+NAMES_FRESH_SECONDS = 30.0  # another process may have seen someone join meanwhile
 
 
 @dataclass(slots=True)
@@ -44,6 +55,7 @@ class Timeline:
         self._presence_frames: dict[str, tuple[int, bytes]] = {}
         self._presence_due: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._names: dict[int, tuple[float, Mentionable]] = {}
 
     async def append(
         self,
@@ -54,6 +66,8 @@ class Timeline:
         author_name: str,
         body: str | None = None,
         idempotency_key: str | None = None,
+        reply_to: int | None = None,
+        target_id: int | None = None,
     ) -> tuple[Entry, bool]:
         """Store an entry and publish it; (entry, False) when the key was seen before."""
         assert room.id is not None
@@ -64,6 +78,8 @@ class Timeline:
             author_name=author_name,
             body=body,
             idempotency_key=idempotency_key,
+            reply_to=reply_to,
+            target_id=target_id,
         )
         loop = asyncio.get_running_loop()
         done: asyncio.Future[tuple[Entry, bool]] = loop.create_future()
@@ -88,9 +104,14 @@ class Timeline:
             if not self.broker.publishes_entries:
                 published = []  # they come back from the database (NOTIFY) to every process
             for entry, append in published:
-                await self.broker.publish(
-                    append.room.code, Event(entry.id, entry_frame(self.env, entry), entry.seq)
-                )
+                try:
+                    events = await self.events(append.room, [entry])
+                except Exception:
+                    # Stored: readers get it when they next resume from their cursor.
+                    logger.exception("could not render entry %s", entry.id)
+                    continue
+                for event in events:
+                    await self.broker.publish(append.room.code, event)
             for append, result in zip(batch, results, strict=True):
                 if append.done.done():
                     continue
@@ -116,6 +137,56 @@ class Timeline:
                 logger.exception("could not store an entry")
                 results.append(exc)
         return results
+
+    async def events(self, room: Room, entries: Sequence[Entry]) -> list[Event]:
+        """Each entry as its event, rendered once for every reader. A change (edit,
+        delete, reaction) shows its message as it is now, read from the database."""
+        changes = [e for e in entries if e.kind in CHANGE_KINDS]
+        messages: dict[int, Entry] = {}
+        replies: dict[int, list[Entry]] = {}
+        reactions: dict[int, ReactionSummary] = {}
+        if changes:
+            messages, replies = await self.store.changed_messages(changes)
+            reactions = await self.store.reactions_for(list(messages))
+        if any(e.kind == EntryKind.JOIN.value for e in entries):
+            self._names.pop(room.id or 0, None)  # someone new can be mentioned
+        mentions = await self.mentionable(room)
+        events = []
+        for entry in entries:
+            if entry.kind in CHANGE_KINDS:
+                target = entry.target_id or 0
+                quoting = replies.get(target, []) if entry.kind != EntryKind.REACTION else []
+                frame = change_frame(
+                    self.env,
+                    entry,
+                    code=room.code,
+                    message=messages.get(target),
+                    replies=quoting,
+                    reactions=reactions,
+                    mentions=mentions,
+                )
+            else:
+                frame = entry_frame(self.env, entry, code=room.code, mentions=mentions)
+            events.append(Event(entry.id, frame, entry.seq))
+        return events
+
+    async def mentionable(self, room: Room) -> Mentionable:
+        """Who can be mentioned in the room (everyone who joined it), kept a while."""
+        assert room.id is not None
+        now = time.monotonic()
+        cached = self._names.get(room.id)
+        if cached is not None and now - cached[0] < NAMES_FRESH_SECONDS:
+            return cached[1]
+        tag = cast(AuthorTagger, self.env.globals["author_tag"])
+        names = await self.store.room_names(room.id)
+        mentionable = sorted(
+            ((name, tag(room.id, member_id)) for name, member_id in names),
+            key=lambda pair: -len(pair[0]),
+        )
+        if len(self._names) > 10_000:
+            self._names.clear()
+        self._names[room.id] = (now, mentionable)
+        return mentionable
 
     def presence_frame(self, room: Room, presence: Presence) -> bytes:
         """The member list as an SSE frame, rendered once per change, not per stream."""

@@ -125,24 +125,43 @@ def _retry_after(response: Response) -> float | None:
 # -- room page ---------------------------------------------------------------
 
 
-def _parse_before(request: Request) -> int | str | None:
-    raw = request.query_params.get("before")
+def _parse_before(request: Request, name: str = "before") -> int | str | None:
+    raw = request.query_params.get(name)
     if raw is None or raw.strip() == "":
         return None
     before = parse_id(raw)
     if before is None:
-        return "before= must be a message id (a whole number)."
+        return f"{name}= must be a message id (a whole number)."
     return before
 
 
-async def _history(room: Room, request: Request, before: int | None) -> dict[str, Any]:
+async def _history(
+    room: Room, request: Request, before: int | None, around: int | None = None
+) -> dict[str, Any]:
+    """A page of the room: the newest entries, those before `before`, or those around
+    `around` (a search result: the conversation opened at that message)."""
     assert room.id is not None
-    rows = await app_state(request).store.entries_before(
-        room_id=room.id, before=before, limit=PAGE_SIZE + 1
-    )
-    has_older = len(rows) > PAGE_SIZE
+    state = app_state(request)
+    store = state.store
+    if around is not None:
+        before = around + 1
+    wanted = PAGE_SIZE // 2 if around is not None else PAGE_SIZE
+    rows = await store.entries_before(room_id=room.id, before=before, limit=wanted + 1)
+    has_older = len(rows) > wanted
     entries = list(rows[1:] if has_older else rows)
-    return {"room": room, "entries": entries, "has_older": has_older}
+    if around is not None:
+        entries += await store.shown_after(
+            room_id=room.id, after=around, limit=PAGE_SIZE - len(entries)
+        )
+    messages = [e.id for e in entries if e.kind == EntryKind.MESSAGE.value and e.id is not None]
+    return {
+        "room": room,
+        "entries": entries,
+        "has_older": has_older,
+        "reactions": await store.reactions_for(messages),
+        "mentions": await state.timeline.mentionable(room),
+        "highlight": around,
+    }
 
 
 def _context(request: Request, room: Room, member: Member) -> dict[str, Any]:
@@ -185,7 +204,12 @@ async def _room_response(
     before = _parse_before(request)
     if isinstance(before, str):
         return error_response(request, 400, before, code=room.code)
-    context = await _history(room, request, before)
+    around = _parse_before(request, "around")
+    if isinstance(around, str):
+        return error_response(request, 400, around, code=room.code)
+    context = await _history(room, request, before, around)
+    if around is not None:
+        before = around  # an older page: not live, with a way back to the latest
     entries = context["entries"]
     members = await state.membership.members(room)
     if all(member_id != member.id for member_id, _ in members):
@@ -249,6 +273,13 @@ async def post_message(request: Request) -> Response:
     shown_text = raw_text if problem is None or "valid text" not in problem else ""
     if problem:
         return await _form_error(request, room, member, 422, problem, shown_text, key)
+    reply_to = None
+    if form.get("reply_to", "").strip():
+        reply_to = parse_id(form["reply_to"])
+        original = await state.store.get_entry(reply_to) if reply_to is not None else None
+        if original is None or original.room_id != room.id or original.kind != "message":
+            problem = "You can only reply to a message in this room."
+            return await _form_error(request, room, member, 422, problem, raw_text, key)
     taken = await refuse_if_name_taken(request, room, member)
     if taken is not None:
         return taken
@@ -266,6 +297,7 @@ async def post_message(request: Request) -> Response:
         author_name=member.name,
         body=text,
         idempotency_key=key,
+        reply_to=reply_to,
     )
     if entry.author_id != member.id:
         # Keys are unique per room: someone else's message already has this one.

@@ -26,9 +26,18 @@
     }
   }
 
+  // @Name of this reader stands out more than other mentions.
+  function markMentions(root) {
+    if (!me) return;
+    for (const mention of root.querySelectorAll(".mention[data-tag]")) {
+      if (mention.dataset.tag === me) mention.classList.add("mention-me");
+    }
+  }
+
   function prepare(root) {
     localizeTimes(root);
     markMine(root);
+    markMentions(root);
   }
 
   prepare(document);
@@ -144,6 +153,7 @@
   const newMessages = document.getElementById("new-messages");
   const baseTitle = document.title;
   let unread = 0;
+  let mentioned = 0;
   let atBottom = true;
 
   const isNearBottom = () =>
@@ -217,6 +227,7 @@
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) {
       unread = 0;
+      mentioned = 0;
       document.title = baseTitle;
     }
   });
@@ -224,6 +235,7 @@
   let settling = false;
   new MutationObserver((records) => {
     let appendedMessages = 0;
+    let appendedMentions = 0;
     let appendedMine = false;
     let prepended = false;
     for (const record of records) {
@@ -235,6 +247,9 @@
           if (node.classList.contains("message")) {
             if (node.classList.contains("mine")) appendedMine = true;
             else appendedMessages += 1;
+            if (!node.classList.contains("mine") && node.querySelector(".mention-me")) {
+              appendedMentions += 1;
+            }
           }
         } else {
           prepended = true;
@@ -249,8 +264,11 @@
       if (appendedMessages && newMessages) newMessages.hidden = false;
     }
     if (appendedMessages && document.hidden) {
-      unread += appendedMessages;
-      document.title = `(${unread}) ${baseTitle}`;
+      // Mentions of this reader are counted apart: "(3 · @1) Room …".
+      unread += appendedMessages - appendedMentions;
+      mentioned += appendedMentions;
+      const counts = [unread ? String(unread) : "", mentioned ? `@${mentioned}` : ""];
+      document.title = `(${counts.filter(Boolean).join(" · ")}) ${baseTitle}`;
     }
     noteAnchor();
     // Other scripts may still reshape the list after this (timeline.js, in its own

@@ -71,6 +71,7 @@
     },
     put(item) {
       const saved = { key: item.key, text: item.text, created: item.created };
+      if (item.replyTo) saved.replyTo = item.replyTo;
       if (item.refused) saved.refused = item.refused;
       const list = outbox.all().filter((i) => i.key !== item.key);
       list.push(saved);
@@ -232,7 +233,11 @@
     for (const item of refused.filter((i) => i.putBack)) forget(refused, item);
 
     const item = { key: newKey(), text, created: new Date().toISOString() };
+    const replyField = form.querySelector("input[name=reply_to]");
+    if (replyField && replyField.value) item.replyTo = replyField.value;
     outbox.put(item); // before anything else: from here on, a refresh keeps it
+    // The reply goes with this message: the next one is a plain one again.
+    document.dispatchEvent(new CustomEvent("sala:reply-sent"));
     item.bubble = bubbleFor(item);
     queue.push(item);
     field.value = "";
@@ -325,7 +330,11 @@
       response = await fetch(action, {
         method: "POST",
         headers: { "HX-Request": "true", "Idempotency-Key": item.key },
-        body: new URLSearchParams({ text: item.text, idempotency_key: item.key }),
+        body: new URLSearchParams({
+          text: item.text,
+          idempotency_key: item.key,
+          ...(item.replyTo ? { reply_to: item.replyTo } : {}),
+        }),
         credentials: "same-origin",
         signal,
       });
@@ -576,6 +585,7 @@
   }
   for (const saved of outbox.all()) {
     const item = { key: saved.key, text: saved.text, created: saved.created };
+    if (saved.replyTo) item.replyTo = saved.replyTo;
     item.bubble = bubbleFor(item);
     if (typeof saved.refused === "string") {
       item.refused = saved.refused;
