@@ -126,8 +126,8 @@ async def test_a_reply_quotes_its_original_escaped_and_only_in_its_room(server: 
             assert refused.status_code == 422, bad
             assert "reply to a message in this room" in refused.text
         page = page_state((await bo.page(code)).text)
-        quote = page[reply].quote
-        assert quote is not None and quote.startswith("Ana <b>bold</b> & a long tail")
+        shown_quote = page[reply].quote
+        assert shown_quote is not None and shown_quote.startswith("Ana <b>bold</b> & a long tail")
 
 
 async def test_edits_deletes_and_reactions_live_on_reload_and_after_resuming(

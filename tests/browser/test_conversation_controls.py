@@ -126,6 +126,13 @@ def test_a_mention_stands_out_for_the_one_mentioned(pages: Pages, server: Server
     expect(mine).to_have_text("@Ana")
     expect(mine).to_have_class("mention mention-me")
     expect(message(bo, "can you look?").locator(".mention")).to_have_class("mention")
+    # A hidden tab counts mentions apart from other unread messages.
+    ana.evaluate("Object.defineProperty(document, 'hidden', {configurable: true, get: () => true})")
+    title = ana.title()
+    send(bo, "just chatting")
+    send(bo, "and @Ana again")
+    send(bo, "and more")
+    expect(ana).to_have_title(f"(2 · @1) {title}")
 
 
 def test_search_opens_the_conversation_at_the_message(pages: Pages, server: Server) -> None:
