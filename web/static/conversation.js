@@ -43,17 +43,12 @@
     return true;
   }
 
+  // The sheet comes from the same URL as the options page (htmx asks for the fragment).
   function openOptions(entry, edit) {
     const link = entry && entry.querySelector(".options");
     if (!link) return;
-    if (edit) {
-      htmx.ajax("GET", `${link.getAttribute("href")}?edit=1`, {
-        target: "#message-options",
-        swap: "outerHTML",
-      });
-    } else {
-      link.click();
-    }
+    const url = link.getAttribute("href") + (edit ? "?edit=1" : "");
+    htmx.ajax("GET", url, { target: "#message-options", swap: "outerHTML" });
   }
 
   // A tap (or click) on a message opens its options; links, buttons and selecting
@@ -86,6 +81,13 @@
   document.addEventListener("click", (event) => {
     const target = event.target instanceof Element ? event.target : null;
     if (!target) return;
+    // A message's ⋯ (a plain link in every reader's copy of the message, kept small).
+    const options = target.closest("#timeline .entry .options");
+    if (options && !event.ctrlKey && !event.metaKey && !event.shiftKey) {
+      event.preventDefault();
+      openOptions(options.closest(".entry"), false);
+      return;
+    }
     if (target.closest("#message-options .options-close")) {
       event.preventDefault();
       closeOptions();
