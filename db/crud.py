@@ -59,28 +59,6 @@ def get_room(*, session: Session, code: str) -> Room | None:
     return session.exec(select(Room).where(Room.code == code)).first()
 
 
-def create_entry(
-    *,
-    session: Session,
-    room_id: int,
-    kind: EntryKind,
-    author_id: str,
-    author_name: str,
-    body: str | None = None,
-    idempotency_key: str | None = None,
-) -> tuple[Entry, bool]:
-    """Store an entry; returns it and whether it is new (False: the key was used before)."""
-    entry = Entry(
-        room_id=room_id,
-        kind=kind.value,
-        author_id=author_id,
-        author_name=author_name,
-        body=body,
-        idempotency_key=idempotency_key,
-    )
-    return create_entries(session=session, entries=[entry])[0]
-
-
 # Statements of the write path, built once: it runs once per batch, every batch. Core
 # rather than the ORM where no entry objects are needed.
 # FOR UPDATE on PostgreSQL (SQLite leaves it out): the row lock of each room, in id order.

@@ -15,11 +15,8 @@ deploy/nginx-cluster.conf in front of the processes.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import shutil
 import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -37,6 +34,7 @@ from anyio.abc import TaskGroup
 
 from tests.client import CODE_RE, SSEEvent, Stream
 from tests.conftest import ROOT, Server, free_port
+from tests.nginx import require_nginx, run_nginx
 
 # Short timings (seconds), so that a lease runs out and a sweep follows within a test.
 HEARTBEAT = 0.5
@@ -59,8 +57,6 @@ CLUSTER_ENV = {
 # out, a sweep follows, and the grace may still have been running; plus a wide margin
 # for a loaded machine.
 LEAVE_AFTER_CRASH = LEASE + SWEEP + GRACE + 8.0
-
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
 
 @dataclass(frozen=True)
@@ -408,55 +404,13 @@ def cluster_site(template: str, ports: Sequence[int], listen_port: int) -> str:
 @contextlib.contextmanager
 def cluster_nginx(cluster: Cluster, workdir: Path) -> Iterator[str]:
     """A real nginx with deploy/nginx-cluster.conf in front of the cluster; its URL."""
-    if NGINX is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("nginx is missing under CI=true: .ci/run should have installed it")
-        pytest.skip("no nginx here (install Debian's nginx-light to run this test)")
+    require_nginx()
     workdir.mkdir()
     port = free_port()
     template = (ROOT / "deploy" / "nginx-cluster.conf").read_text()
     site = cluster_site(template, [node.port for node in cluster.nodes], port)
-    (workdir / "sala.conf").write_text(site)
-    temp = workdir / "temp"
-    temp.mkdir()
-    (workdir / "nginx.conf").write_text(
-        f"""
-daemon off;
-master_process off;
-pid {workdir}/nginx.pid;
-error_log {workdir}/error.log warn;
-events {{ worker_connections 512; }}
-http {{
-    access_log off;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
-    include {workdir}/sala.conf;
-}}
-"""
-    )
-    proc = subprocess.Popen([NGINX, "-c", str(workdir / "nginx.conf"), "-p", str(workdir)])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                log = workdir / "error.log"
-                raise RuntimeError(
-                    f"nginx did not start: {log.read_text() if log.exists() else ''}"
-                )
-            time.sleep(0.05)
+    with run_nginx(workdir, site, port, worker_connections=512) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def assert_exactly_once_in_order(got: Sequence[int], want: Sequence[int], who: str) -> None:

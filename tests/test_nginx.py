@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,68 +12,22 @@ import pytest
 
 from tests.client import Person
 from tests.conftest import ROOT, Server, free_port
+from tests.nginx import require_nginx, run_nginx
 
 pytestmark = pytest.mark.anyio
-
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
 
 @pytest.fixture
 def nginx(server: Server, tmp_path: Path) -> Iterator[str]:
-    if NGINX is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("nginx is missing under CI=true: .ci/run should have installed it")
-        pytest.skip("no nginx here (install Debian's nginx-light to run this test)")
+    require_nginx()
     port = free_port()
     site = (ROOT / "deploy" / "nginx.conf").read_text()
     site = site.replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{server.port};")
     site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};")
-    (tmp_path / "sala.conf").write_text(site)
-    temp = tmp_path / "temp"
-    temp.mkdir()
     # Compression on everywhere, as many setups have it: the stream must still go through raw.
-    (tmp_path / "nginx.conf").write_text(
-        f"""
-daemon off;
-master_process off;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
-    gzip on;
-    gzip_types text/event-stream text/css application/javascript;
-    include {tmp_path}/sala.conf;
-}}
-"""
-    )
-    proc = subprocess.Popen([NGINX, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                log = (
-                    (tmp_path / "error.log").read_text()
-                    if (tmp_path / "error.log").exists()
-                    else ""
-                )
-                raise RuntimeError(f"nginx did not start: {log}")
-            time.sleep(0.05)
+    gzip = "gzip on;\n    gzip_types text/event-stream text/css application/javascript;"
+    with run_nginx(tmp_path, site, port, http_extra=gzip) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 async def test_events_arrive_live_through_nginx(server: Server, nginx: str) -> None:
