@@ -4,7 +4,8 @@ BIN := $(VENV)/bin
 HTMX_VERSION := 4.0.1
 VENDOR := web/static/vendor
 
-.PHONY: run test check format vendor screenshots bench bench-full clean
+.PHONY: run test check format vendor screenshots bench bench-full clean \
+	translations translations-extract translations-update translations-compile
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +43,24 @@ bench-full: $(VENV)/.installed-test
 
 # Retake the README's screenshots with the browser tests (needs Debian's chromium).
 screenshots: $(VENV)/.installed-test
-	SALA_SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest -q tests/browser/test_chat.py tests/browser/test_phone.py
+	SALA_SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest -q tests/browser/test_chat.py tests/browser/test_phone.py tests/browser/test_languages.py
+
+# The interface's words (web/locale/, Babel): extract them from the code and templates,
+# merge them into each language's catalog, translate the new ones there, then compile.
+# The compiled catalogs are committed, so `make run` needs none of this.
+LOCALES := web/locale
+
+translations: translations-extract translations-update translations-compile
+
+translations-extract: $(VENV)/.installed
+	$(BIN)/pybabel extract -F babel.cfg -o $(LOCALES)/messages.pot --project=Sala \
+		--no-wrap --sort-by-file -k N_ .
+
+translations-update: $(VENV)/.installed
+	$(BIN)/pybabel update -i $(LOCALES)/messages.pot -d $(LOCALES) --no-wrap
+
+translations-compile: $(VENV)/.installed
+	$(BIN)/pybabel compile -d $(LOCALES) --statistics
 
 # Refresh the vendored htmx and its SSE extension from the npm package htmx.org.
 vendor:

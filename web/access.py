@@ -11,8 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from db.models import Room
+from web.i18n import _
 from web.identity import Member, member_id, member_in
-from web.limits import WORDS, Limit
+from web.limits import Limit, limit_words
 from web.responses import error_response
 from web.state import app_state
 from web.text import display_code, parse_code
@@ -35,13 +36,15 @@ async def lookup_room(request: Request, raw_code: str) -> Room | Response:
     address = client_address(request)
     wait = state.limits.wait(Limit.LOOKUPS, address)
     if wait:
-        return error_response(request, 429, WORDS[Limit.LOOKUPS], wait=wait)
+        return error_response(request, 429, limit_words(Limit.LOOKUPS), wait=wait)
     code = parse_code(raw_code)
     room = await state.store.get_room(code) if code else None
     if room is None:
         state.limits.take(Limit.LOOKUPS, address)
         shown = shown_code(raw_code)
-        return error_response(request, 404, f"There is no room with code {shown}.", code=shown)
+        return error_response(
+            request, 404, _("There is no room with code %(code)s.", code=shown), code=shown
+        )
     return room
 
 
@@ -52,21 +55,29 @@ async def room_for_member(request: Request) -> tuple[Room, Member] | Response:
     member = member_in(request, code) if code else None
     if member is None:
         if member_id(request) is None:
-            return error_response(request, 403, "Pick a name and join the room first.")
+            return error_response(request, 403, _("Pick a name and join the room first."))
         found = await lookup_room(request, raw)
         if isinstance(found, Response):
             return found
-        message = f"You have not joined room {display_code(found.code)}: join it first."
+        message = _(
+            "You have not joined room %(code)s: join it first.", code=display_code(found.code)
+        )
         return error_response(request, 403, message, code=found.code)
     assert code is not None
     room = await app_state(request).store.get_room(code)
     if room is None:
-        return error_response(request, 404, f"There is no room with code {display_code(code)}.")
+        return error_response(
+            request, 404, _("There is no room with code %(code)s.", code=display_code(code))
+        )
     return room, member
 
 
 def name_taken_words(code: str, name: str) -> str:
-    return f"Someone in room {display_code(code)} is already called {name}. Pick another name."
+    return _(
+        "Someone in room %(code)s is already called %(name)s. Pick another name.",
+        code=display_code(code),
+        name=name,
+    )
 
 
 async def refuse_if_name_taken(request: Request, room: Room, member: Member) -> Response | None:

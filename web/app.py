@@ -21,7 +21,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from web import conversation, stream, views
-from web.gate import Gate
+from web.gate import Gate, RememberLanguage
+from web.i18n import _
 from web.responses import error_response
 from web.settings import Settings
 from web.state import AppState
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             same_site="lax",
             https_only=settings.secure_cookie,
         ),
+        Middleware(RememberLanguage),
     ]
     app = Starlette(
         routes=routes,
@@ -114,7 +116,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
         logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return await _server_error(request, exc)
     logger.warning("database unavailable for %s %s: %s", request.method, request.url.path, exc)
-    message = (
+    message = _(
         "Sala cannot reach its database just now. Please try again in a moment "
         "(a message sent again is stored once)."
     )
@@ -127,10 +129,10 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
 async def _server_error(request: Request, exc: Exception) -> Response:
     """A 500 in words (the traceback goes to the log, not to the reader)."""
     try:
-        message = "Something went wrong on our side. Please try again in a moment."
+        message = _("Something went wrong on our side. Please try again in a moment.")
         return error_response(request, 500, message)
     except Exception:
-        return PlainTextResponse("Something went wrong on our side.", status_code=500)
+        return PlainTextResponse(_("Something went wrong on our side."), status_code=500)
 
 
 def __getattr__(name: str) -> ASGIApp:

@@ -16,15 +16,19 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from db.models import Room
+from web.i18n import Localized
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One SSE frame, encoded once for every subscriber."""
+    """One SSE frame per language, each encoded once for every subscriber reading it."""
 
     id: int | None  # the timeline entry id; None for presence updates
-    frame: bytes
+    frames: Localized
     seq: int | None = None  # the entry's place in its room (entry.seq)
+
+    def frame(self, language: str) -> bytes:
+        return self.frames.get(language)
 
 
 class SubscriptionClosed(Exception):

@@ -19,8 +19,9 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from db.models import REACTIONS, Entry, EntryKind, Room
 from web.access import client_address, room_for_member
 from web.forms import FormProblem, read_form
+from web.i18n import _
 from web.identity import Member
-from web.limits import WORDS, Limit, retry_after
+from web.limits import Limit, limit_words, retry_after
 from web.rendering import utc_iso
 from web.responses import error_response, is_htmx, render
 from web.state import app_state
@@ -43,10 +44,10 @@ async def _message(request: Request) -> tuple[Room, Member, Entry] | Response:
     message = await app_state(request).store.get_entry(message_id) if message_id else None
     if message is None or message.room_id != room.id or message.kind != EntryKind.MESSAGE.value:
         return error_response(
-            request, 404, "There is no such message in this room.", code=room.code
+            request, 404, _("There is no such message in this room."), code=room.code
         )
     if message.deleted_at is not None:
-        return error_response(request, 404, "This message was deleted.", code=room.code)
+        return error_response(request, 404, _("This message was deleted."), code=room.code)
     return room, member, message
 
 
@@ -116,10 +117,11 @@ async def _change(request: Request, kind: EntryKind) -> Response:
     key = clean_field(raw_key, max_length=KEY_MAX) or None
     body: str | None = None
     if kind in (EntryKind.EDIT, EntryKind.DELETE) and message.author_id != member.id:
-        what = "edit" if kind == EntryKind.EDIT else "delete"
-        return error_response(
-            request, 403, f"You can only {what} your own messages.", code=room.code
-        )
+        if kind == EntryKind.EDIT:
+            refusal = _("You can only edit your own messages.")
+        else:
+            refusal = _("You can only delete your own messages.")
+        return error_response(request, 403, refusal, code=room.code)
     if kind == EntryKind.EDIT:
         raw_text = form.get("text", "")
         body, problem = clean_message(raw_text)
@@ -132,12 +134,14 @@ async def _change(request: Request, kind: EntryKind) -> Response:
         emoji = _SAME_EMOJI.get(emoji, emoji)
         if emoji not in REACTIONS:
             allowed = " ".join(REACTIONS)
-            return error_response(request, 422, f"React with one of {allowed}.", code=room.code)
+            return error_response(
+                request, 422, _("React with one of %(emoji)s.", emoji=allowed), code=room.code
+            )
         body = emoji
     for limit, subject in ((Limit.MESSAGES, member.id), (Limit.POSTS, client_address(request))):
         wait = state.limits.take(limit, subject)
         if wait:
-            refused = error_response(request, 429, WORDS[limit], code=room.code)
+            refused = error_response(request, 429, limit_words(limit), code=room.code)
             refused.headers["Retry-After"] = retry_after(wait)
             return refused
     entry, _new = await state.timeline.append(
@@ -150,7 +154,7 @@ async def _change(request: Request, kind: EntryKind) -> Response:
         target_id=message.id,
     )
     if entry.author_id != member.id or entry.kind != kind.value:
-        error = "This form was already used for something else: reload and try again."
+        error = _("This form was already used for something else: reload and try again.")
         return error_response(request, 409, error, code=room.code)
     if is_htmx(request):
         # The change reaches this page through its stream, like every other reader's.
@@ -191,7 +195,7 @@ async def export(request: Request) -> Response:
         return checked
     room, _member = checked
     if request.path_params["format"] not in ("txt", "json"):
-        return error_response(request, 404, "Exports are .txt or .json.", code=room.code)
+        return error_response(request, 404, _("Exports are .txt or .json."), code=room.code)
     as_json = request.path_params["format"] == "json"
     media = "application/json" if as_json else "text/plain; charset=utf-8"
     filename = f"sala-{room.code}.{'json' if as_json else 'txt'}"
@@ -252,7 +256,8 @@ async def _export_json(request: Request, room: Room) -> AsyncIterator[bytes]:
 
 
 async def _export_text(request: Request, room: Room) -> AsyncIterator[bytes]:
-    yield f"Sala room {room.code}: the whole conversation, times in UTC.\n\n".encode()
+    title = _("Sala room %(code)s: the whole conversation, times in UTC.", code=room.code)
+    yield f"{title}\n\n".encode()
     async for entry in _entries(request, room):
         line = _text_line(entry)
         if line:
@@ -262,22 +267,29 @@ async def _export_text(request: Request, room: Room) -> AsyncIterator[bytes]:
 def _text_line(entry: Entry) -> str:
     when = entry.created_at.strftime("%Y-%m-%d %H:%M:%S")
     who = entry.author_name
+    target = entry.target_id
     if entry.kind == EntryKind.JOIN.value:
-        return f"[{when}] {who} joined"
+        return f"[{when}] " + _("%(name)s joined", name=who)
     if entry.kind == EntryKind.LEAVE.value:
-        return f"[{when}] {who} left"
+        return f"[{when}] " + _("%(name)s left", name=who)
     if entry.kind == EntryKind.MESSAGE.value:
-        reply = f" (reply to #{entry.reply_to})" if entry.reply_to is not None else ""
+        reply = ""
+        if entry.reply_to is not None:
+            reply = " " + _("(reply to #%(id)s)", id=entry.reply_to)
         if entry.deleted_at is not None:
-            return f"[{when}] #{entry.id} {who}{reply}: (message deleted)"
-        edited = " (edited)" if entry.edited_at is not None else ""
+            return f"[{when}] #{entry.id} {who}{reply}: " + _("(message deleted)")
+        edited = " " + _("(edited)") if entry.edited_at is not None else ""
         text = (entry.body or "").replace("\n", "\n    ")
         return f"[{when}] #{entry.id} {who}{reply}{edited}: {text}"
     if entry.kind == EntryKind.EDIT.value:
-        return f"[{when}] {who} edited #{entry.target_id}"
+        return f"[{when}] " + _("%(name)s edited #%(id)s", name=who, id=target)
     if entry.kind == EntryKind.DELETE.value:
-        return f"[{when}] {who} deleted #{entry.target_id}"
+        return f"[{when}] " + _("%(name)s deleted #%(id)s", name=who, id=target)
     if entry.kind == EntryKind.REACTION.value and entry.body:
-        verb = "reacted" if entry.body.startswith("+") else "took back"
-        return f"[{when}] {who} {verb} {entry.body[1:]} to #{entry.target_id}"
+        emoji = entry.body[1:]
+        if entry.body.startswith("+"):
+            line = _("%(name)s reacted %(emoji)s to #%(id)s", name=who, emoji=emoji, id=target)
+        else:
+            line = _("%(name)s took back %(emoji)s on #%(id)s", name=who, emoji=emoji, id=target)
+        return f"[{when}] {line}"
     return ""

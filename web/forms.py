@@ -13,6 +13,8 @@ import anyio
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from web.i18n import _
+
 BODY_MAX_BYTES = 32 * 1024  # the longest message, every character 4 bytes, percent-encoded
 FIELDS_MAX = 20
 
@@ -34,11 +36,11 @@ async def read_form(request: Request, *, within: float) -> dict[str, str]:
     kind = content_type.decode("latin-1").lower()
     if kind not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise FormProblem(
-            415, "Send the form as application/x-www-form-urlencoded (a normal HTML form)."
+            415, _("Send the form as application/x-www-form-urlencoded (a normal HTML form).")
         )
     charset = params.get(b"charset", b"utf-8").decode("latin-1").lower()
     if charset not in ("utf-8", "utf8"):
-        raise FormProblem(415, "Forms must be sent in UTF-8.")
+        raise FormProblem(415, _("Forms must be sent in UTF-8."))
     body = await _read_body(request, within)
     if kind == "multipart/form-data":
         fields = _parse_multipart(body, params)
@@ -64,18 +66,20 @@ async def _read_body(request: Request, within: float) -> bytes:
                     raise FormProblem(413, _too_large())
                 chunks.append(chunk)
     except TimeoutError:
-        raise FormProblem(408, "The form took too long to arrive. Please send it again.") from None
+        raise FormProblem(
+            408, _("The form took too long to arrive. Please send it again.")
+        ) from None
     except ClientDisconnect:
-        raise FormProblem(400, "The form did not arrive whole. Please send it again.") from None
+        raise FormProblem(400, _("The form did not arrive whole. Please send it again.")) from None
     return b"".join(chunks)
 
 
 def _too_large() -> str:
-    return f"The form is too large (at most {BODY_MAX_BYTES // 1024} KB)."
+    return _("The form is too large (at most %(size)s KB).", size=BODY_MAX_BYTES // 1024)
 
 
 def _not_utf8() -> FormProblem:
-    return FormProblem(400, "The form is not valid UTF-8 text.")
+    return FormProblem(400, _("The form is not valid UTF-8 text."))
 
 
 def _parse_urlencoded(body: bytes) -> list[tuple[str, str]]:
@@ -91,13 +95,13 @@ def _parse_urlencoded(body: bytes) -> list[tuple[str, str]]:
     except UnicodeDecodeError:
         raise _not_utf8() from None
     except ValueError:
-        raise FormProblem(400, "The form has too many fields.") from None
+        raise FormProblem(400, _("The form has too many fields.")) from None
 
 
 def _parse_multipart(body: bytes, params: dict[bytes, bytes]) -> list[tuple[str, str]]:
     boundary = params.get(b"boundary")
     if not boundary:
-        raise FormProblem(400, "The form has no multipart boundary.")
+        raise FormProblem(400, _("The form has no multipart boundary."))
     fields: list[tuple[bytes, bytearray]] = []
     header_name = bytearray()
     header_value = bytearray()
@@ -115,14 +119,14 @@ def _parse_multipart(body: bytes, params: dict[bytes, bytes]) -> list[tuple[str,
         del header_name[:], header_value[:]
 
     def on_headers_finished() -> None:
-        _, options = parse_options_header(bytes(disposition))
+        _value, options = parse_options_header(bytes(disposition))
         del disposition[:]
         if b"filename" in options:
-            raise FormProblem(415, "Files cannot be sent here.")
+            raise FormProblem(415, _("Files cannot be sent here."))
         if b"name" not in options:
-            raise FormProblem(400, "A part of the form has no field name.")
+            raise FormProblem(400, _("A part of the form has no field name."))
         if len(fields) >= FIELDS_MAX:
-            raise FormProblem(400, "The form has too many fields.")
+            raise FormProblem(400, _("The form has too many fields."))
         fields.append((options[b"name"], bytearray()))
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
@@ -144,7 +148,7 @@ def _parse_multipart(body: bytes, params: dict[bytes, bytes]) -> list[tuple[str,
     except FormProblem:
         raise
     except Exception:  # python-multipart's own parse errors
-        raise FormProblem(400, "The form could not be read.") from None
+        raise FormProblem(400, _("The form could not be read.")) from None
     try:
         return [(name.decode("utf-8"), bytes(value).decode("utf-8")) for name, value in fields]
     except UnicodeDecodeError:

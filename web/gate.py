@@ -16,14 +16,16 @@ import json
 import re
 from base64 import b64decode
 from typing import Any
+from urllib.parse import parse_qs
 
 import itsdangerous
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection, Request
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from web import stream
+from web import i18n, stream
+from web.i18n import _
 from web.responses import error_response
 from web.security import (
     CROSS_SITE_WORDS,
@@ -56,6 +58,9 @@ class Gate:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        session = self._read_session(scope)
+        language = i18n.choose(_lang_param(scope), session, headers.get("accept-language"))
+        i18n.activate(language)  # this request's task; not reset, so 500 pages have it too
         problem = self._refusal(scope, headers)
         if problem is not None:
             await self._refuse(scope, receive, send, *problem)
@@ -63,9 +68,9 @@ class Gate:
         if scope["method"] in ("GET", "HEAD"):
             match = _EVENTS_PATH.match(scope["path"])
             if match is not None:
-                await self._stream(scope, receive, send, match["code"])
+                await self._stream(scope, receive, send, match["code"], session or {})
                 return
-        if self._unreadable_session(scope):
+        if session is None:
             # Signed by our key yet not a session (an older format, a leaked key):
             # SessionMiddleware would fail on it, so it is no session at all.
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"cookie"]
@@ -75,11 +80,13 @@ class Gate:
         if self._public_host is not None and scope["path"] not in _UNGUARDED_HOST_PATHS:
             host = headers.get("host", "").lower()
             if host != self._public_host and _default_port(host, scope) != self._public_host:
-                return 400, f"This server only answers for {self._public_origin}."
+                return 400, _(
+                    "This server only answers for %(origin)s.", origin=self._public_origin
+                )
         if scope["method"] not in SAFE_METHODS:
             origin = own_origin(headers, scope["scheme"], self._public_origin)
             if is_cross_site(headers, origin):
-                return 403, CROSS_SITE_WORDS
+                return 403, _(CROSS_SITE_WORDS)
         return None
 
     async def _refuse(
@@ -90,17 +97,16 @@ class Gate:
         response = error_response(Request(scope, receive), status, message)
         await response(scope, receive, _guarded(send))
 
-    async def _stream(self, scope: Scope, receive: Receive, send: Send, code: str) -> None:
+    async def _stream(
+        self, scope: Scope, receive: Receive, send: Send, code: str, session: dict[str, Any]
+    ) -> None:
         scope["app"] = self.app
         scope["path_params"] = {"code": code}
-        scope["session"] = self._session(scope)
+        scope["session"] = session
         # Called directly, without request_response(): its send wrapper would run for
         # every chunk of the stream too.
         response = await stream.room_events(Request(scope, receive, send))
         await response(scope, receive, send)
-
-    def _session(self, scope: Scope) -> dict[str, Any]:
-        return self._read_session(scope) or {}
 
     def _read_session(self, scope: Scope) -> dict[str, Any] | None:
         """The session in the cookie; {} without one; None when it is signed but unreadable."""
@@ -117,8 +123,28 @@ class Gate:
             return None
         return session if isinstance(session, dict) else None
 
-    def _unreadable_session(self, scope: Scope) -> bool:
-        return self._read_session(scope) is None
+
+class RememberLanguage:
+    """`?lang=` on any page sticks: stored in the session (inside SessionMiddleware)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            chosen = i18n.parse(_lang_param(scope))
+            session = scope.get("session")
+            if chosen is not None and isinstance(session, dict) and session.get("lang") != chosen:
+                session["lang"] = chosen
+        await self.app(scope, receive, send)
+
+
+def _lang_param(scope: Scope) -> str | None:
+    query: bytes = scope.get("query_string", b"")
+    if b"lang=" not in query:
+        return None
+    values = parse_qs(query.decode("latin-1")).get("lang")
+    return values[-1] if values else None
 
 
 def _default_port(host: str, scope: Scope) -> str:

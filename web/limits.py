@@ -12,6 +12,7 @@ import math
 import time
 from enum import StrEnum
 
+from web.i18n import N_, _
 from web.settings import Settings
 
 _FORGET_AFTER = 100_000  # keys kept before full buckets are dropped
@@ -69,16 +70,27 @@ class Limit(StrEnum):
     STREAM_OPENS = "stream_opens"  # per member
 
 
-WORDS = {
-    Limit.MESSAGES: "You are sending messages too fast. Wait a moment, then send again.",
-    Limit.POSTS: "Too many messages are coming from your network. Wait a moment, then send again.",
-    Limit.ROOMS: "Too many rooms were created from your network. Wait a minute and try again.",
-    Limit.JOINS: "Too many people joined from your network just now. Wait a moment and try again.",
-    Limit.LOOKUPS: "Too many room codes that do not exist were tried from your network. "
-    "Wait a minute, check the code and try again.",
-    Limit.STREAM_OPENS: "The room was reconnected too often. Wait a moment.",
+_WORDS = {
+    Limit.MESSAGES: N_("You are sending messages too fast. Wait a moment, then send again."),
+    Limit.POSTS: N_(
+        "Too many messages are coming from your network. Wait a moment, then send again."
+    ),
+    Limit.ROOMS: N_("Too many rooms were created from your network. Wait a minute and try again."),
+    Limit.JOINS: N_(
+        "Too many people joined from your network just now. Wait a moment and try again."
+    ),
+    Limit.LOOKUPS: N_(
+        "Too many room codes that do not exist were tried from your network. "
+        "Wait a minute, check the code and try again."
+    ),
+    Limit.STREAM_OPENS: N_("The room was reconnected too often. Wait a moment."),
 }
-TOO_MANY_STREAMS = "Too many open connections to this room. Close a tab or wait a moment."
+TOO_MANY_STREAMS = N_("Too many open connections to this room. Close a tab or wait a moment.")
+
+
+def limit_words(limit: Limit) -> str:
+    """What a 429 from `limit` says, in the request's language."""
+    return _(_WORDS[limit])
 
 
 class Limits:

@@ -27,6 +27,7 @@ from typing import Protocol
 from db import cluster
 from db.models import EntryKind, Room
 from db.store import Store
+from web.i18n import Localized
 from web.pg_broker import PgBroker
 from web.presence import Presence
 from web.settings import Settings
@@ -54,7 +55,7 @@ class Membership(Protocol):
 
     async def is_name_taken(self, room: Room, name: str, member_id: str | None) -> bool: ...
 
-    async def frame(self, room: Room) -> bytes: ...
+    async def frame(self, room: Room) -> Localized: ...
 
     def count(self) -> int: ...
 
@@ -107,7 +108,7 @@ class LocalMembership:
     async def is_name_taken(self, room: Room, name: str, member_id: str | None) -> bool:
         return self.presence.is_name_taken(room.code, name, member_id)
 
-    async def frame(self, room: Room) -> bytes:
+    async def frame(self, room: Room) -> Localized:
         return self.timeline.presence_frame(room, self.presence)
 
     def count(self) -> int:
@@ -245,7 +246,7 @@ class SharedMembership:
             for other, other_name in await self.broker.roster(room)
         )
 
-    async def frame(self, room: Room) -> bytes:
+    async def frame(self, room: Room) -> Localized:
         return await self.broker.roster_frame(room)
 
     def count(self) -> int:

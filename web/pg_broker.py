@@ -49,7 +49,8 @@ from db.engine import normalize_url
 from db.models import Entry, Room
 from db.store import Store
 from web.broker import Event, Subscription
-from web.rendering import render_members, sse_frame
+from web.i18n import Localized
+from web.rendering import members_frame
 
 if TYPE_CHECKING:
     from web.timeline import Timeline
@@ -72,7 +73,7 @@ class _Feed:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     roster: list[tuple[str, str]] | None = None
-    roster_frame: bytes | None = None
+    roster_frame: Localized | None = None
     presence_due: bool = False
     idle_rounds: int = 0
 
@@ -234,13 +235,13 @@ class PgBroker:
             feed.roster = roster
         return roster
 
-    async def roster_frame(self, room: Room) -> bytes:
+    async def roster_frame(self, room: Room) -> Localized:
         assert room.id is not None
         feed = self._feeds.get(room.id)
         if feed is not None and feed.roster is not None and feed.roster_frame is not None:
             return feed.roster_frame
         roster = await self.roster(room)
-        frame = sse_frame(render_members(self._env, room, roster))
+        frame = members_frame(self._env, room, roster)
         if feed is not None and feed.roster is roster:
             feed.roster_frame = frame
         return frame
@@ -277,7 +278,7 @@ class PgBroker:
             logger.exception("could not read the members of room %s", feed.room.code)
             return
         feed.roster = _sorted(members)
-        feed.roster_frame = sse_frame(render_members(self._env, feed.room, feed.roster))
+        feed.roster_frame = members_frame(self._env, feed.room, feed.roster)
         self._push(feed, Event(None, feed.roster_frame))
 
     def _spawn(self, coroutine: Any) -> None:

@@ -9,12 +9,16 @@ import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup, escape
+from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
 from db.models import Entry, Room
+from web import i18n
+from web.i18n import Localized
 from web.text import TEXT_MAX, display_code
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -28,7 +32,15 @@ def make_templates(secret_key: str) -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
         auto_reload=False,  # no stat() of the template file on every render
+        extensions=["jinja2.ext.i18n"],
     )
+    # The words in the language of the request, or of the readers an event is for.
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        i18n.raw_gettext, i18n.raw_ngettext, newstyle=True, pgettext=i18n.raw_pgettext
+    )
+    env.globals["current_language"] = i18n.current
+    env.globals["languages"] = i18n.NAMES
+    env.filters["number"] = i18n.number
     templates = Jinja2Templates(env=env)
     templates.env.globals["author_tag"] = AuthorTagger(secret_key)
     templates.env.filters["utc_iso"] = utc_iso
@@ -38,6 +50,9 @@ def make_templates(secret_key: str) -> Jinja2Templates:
     templates.env.filters["message_html"] = message_html
     templates.env.filters["highlight"] = highlight
     templates.env.globals["text_max"] = TEXT_MAX
+    templates.env.globals["bdi"] = bdi
+    templates.env.globals["language_url"] = language_url
+    templates.env.globals["strong_code"] = strong_code
     templates.env.filters["room_code"] = display_code
     return templates
 
@@ -136,6 +151,26 @@ def highlight(text: str | None, query: str) -> Markup:
     return Markup("".join(parts))
 
 
+def language_url(request: Request, language: str) -> str:
+    """This page in `language`: the same path and query, `lang` replaced. After a form
+    post (an error page), the page the form was on."""
+    if request.method not in ("GET", "HEAD"):
+        code = request.path_params.get("code")
+        path = f"/rooms/{code}" if isinstance(code, str) and code.isalnum() else "/"
+        return f"{path}?{urlencode({'lang': language})}"
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"]
+    return f"{request.url.path}?{urlencode([*query, ('lang', language)])}"
+
+
+def bdi(text: str) -> Markup:
+    """A name inside a translated sentence: escaped, isolated from the text's direction."""
+    return Markup("<bdi>%s</bdi>") % text
+
+
+def strong_code(code: str) -> Markup:
+    return Markup('<strong class="code">%s</strong>') % code
+
+
 def utc_iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -198,6 +233,12 @@ def render_members(env: Environment, room: Room, members: Iterable[tuple[str, st
     return env.get_template("_members.html").render(
         room=room, members=everyone[:MEMBERS_SHOWN], total=len(everyone), oob=True
     )
+
+
+def members_frame(env: Environment, room: Room, members: Iterable[tuple[str, str]]) -> Localized:
+    """The member list as an event without an id, in each language that asks for it."""
+    everyone = list(members)
+    return Localized(lambda: sse_frame(render_members(env, room, everyone)))
 
 
 def sse_frame(html: str, event_id: int | None = None) -> bytes:

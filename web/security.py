@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from starlette.datastructures import Headers
 
+from web.i18n import N_
+
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
@@ -34,7 +36,7 @@ SECURITY_HEADERS = {
 }
 RAW_SECURITY_HEADERS = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-CROSS_SITE_WORDS = (
+CROSS_SITE_WORDS = N_(
     "This form was sent from another site, so Sala did not accept it. "
     "Open Sala itself and send it from there."
 )

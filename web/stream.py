@@ -8,6 +8,9 @@
             ──► live: queued events, skipping those already sent; heartbeats
             ──► end: lifetime reached, poll answered, too slow, or shutdown
 
+Each stream reads in its request's language: events carry a frame per language,
+rendered by the first stream that asks for it (i18n.Localized).
+
 Subscribing before the replay means nothing posted meanwhile is missed. Entries are
 counted by their place in the room (seq, one order on every process): the cursor,
 an entry id, maps to the seq of the room's last entry up to it, and live entries at
@@ -31,10 +34,12 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from db.models import Room
+from web import i18n
 from web.access import client_address, refuse_if_name_taken, room_for_member
 from web.broker import Subscription, SubscriptionClosed
+from web.i18n import _
 from web.identity import Member
-from web.limits import TOO_MANY_STREAMS, WORDS, Limit
+from web.limits import TOO_MANY_STREAMS, Limit, limit_words
 from web.responses import error_response
 from web.security import SECURITY_HEADERS
 from web.state import AppState, app_state
@@ -79,7 +84,7 @@ def _parse_cursor(request: Request) -> _Cursor | str:
         return _Cursor(None)
     cursor = parse_id(after)
     if cursor is None:
-        return "The cursor (after=) must be a whole number of zero or more."
+        return _("The cursor (after=) must be a whole number of zero or more.")
     return _Cursor(cursor)
 
 
@@ -95,7 +100,7 @@ async def _room_events(request: Request) -> Response:
     state = app_state(request)
     if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         # Another site cannot make a visitor appear in a room (a top-level GET joins).
-        return error_response(request, 403, "Open the room from Sala itself.")
+        return error_response(request, 403, _("Open the room from Sala itself."))
     checked = await room_for_member(request)
     if isinstance(checked, Response):
         return checked
@@ -109,15 +114,15 @@ async def _room_events(request: Request) -> Response:
     limits = state.limits
     wait = limits.take(Limit.STREAM_OPENS, member.id)
     if wait:
-        return error_response(request, 429, WORDS[Limit.STREAM_OPENS], wait=wait)
+        return error_response(request, 429, limit_words(Limit.STREAM_OPENS), wait=wait)
     address = client_address(request)
     if not limits.open_stream(member.id, address):
-        return error_response(request, 429, TOO_MANY_STREAMS, wait=5)
+        return error_response(request, 429, _(TOO_MANY_STREAMS), wait=5)
     after = cursor.after
     poll = request.query_params.get("mode") == "poll"
     signal = _ShutdownSignal()
     return _EventStream(
-        _events(state, room, member, after, poll, signal),
+        _events(state, room, member, after, poll, signal, i18n.current()),
         stall_seconds=state.settings.send_timeout_seconds,
         signal=signal,
         on_close=lambda: limits.close_stream(member.id, address),
@@ -245,6 +250,7 @@ async def _events(
     after: int | None,
     poll: bool,
     signal: _ShutdownSignal,
+    language: str,
 ) -> AsyncIterator[bytes]:
     settings = state.settings
     loop = asyncio.get_running_loop()
@@ -269,7 +275,7 @@ async def _events(
             # First bytes at once: a comment, then `retry:` riding on the member list
             # (htmx only reads `retry:` from an event with data).
             head = f": sala room {room.code}\nretry: {retry_ms}\n".encode()
-            yield head + await state.membership.frame(room)
+            yield head + (await state.membership.frame(room)).get(language)
             if joined:
                 await state.membership.joined(room, member.id, member.name)
 
@@ -286,7 +292,7 @@ async def _events(
                 if not batch:
                     break
                 events = await state.timeline.events(room, batch)
-                yield b"".join(event.frame for event in events)
+                yield b"".join(event.frame(language) for event in events)
                 sent_entries = True
                 last_seq = batch[-1].seq
                 if len(batch) < REPLAY_BATCH:
@@ -318,7 +324,7 @@ async def _events(
                         if last_seq is not None and event.seq <= last_seq:
                             continue  # replayed already
                         last_seq = event.seq
-                    frames.append(event.frame)
+                    frames.append(event.frame(language))
                 if frames:
                     yield b"".join(frames)
                     last_write = loop.time()

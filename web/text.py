@@ -15,6 +15,7 @@ from pathlib import Path
 import unicodedata2 as ud
 
 from db.crud import CODE_ALPHABET, CODE_LENGTHS
+from web.i18n import N_, _
 
 NAME_MAX = 32
 TEXT_MAX = 2000
@@ -89,49 +90,53 @@ def clean_name(raw: str) -> tuple[str, str | None]:
     characters are dropped and runs of spaces become one.
     """
     if not is_utf8(raw):
-        return "", "Your name contains characters that are not valid text."
+        return "", N_("Your name contains characters that are not valid text.")
     name = ud.normalize("NFKC", raw)
     name = "".join(ch for ch in name if not is_default_ignorable(ch))
     name = _WHITESPACE.sub(" ", name).strip()
     if not name:
-        return name, "Please enter your name."
+        return name, N_("Please enter your name.")
     if len(name) > NAME_MAX:
-        return name, f"Your name can be at most {NAME_MAX} characters long."
+        return name, N_("Your name can be at most %(max)s characters long.")
     if any(ud.category(ch) in _NEVER_IN_NAMES for ch in name):
-        return name, "Your name cannot contain control characters or invisible characters."
+        return name, N_("Your name cannot contain control characters or invisible characters.")
     if not any(ud.category(ch)[0] in "LN" for ch in name):
-        return name, "Your name needs at least one letter or digit."
+        return name, N_("Your name needs at least one letter or digit.")
     if _too_many_marks(name, _NAME_MARKS_IN_A_ROW):
-        return name, "Your name has too many accents on one letter."
+        return name, N_("Your name has too many accents on one letter.")
     return name, None
 
 
 def clean_message(raw: str) -> tuple[str, str | None]:
     """The message as it will be stored and, if it is not acceptable, why (in words)."""
     if not is_utf8(raw):
-        return raw, "The message contains characters that are not valid text."
+        return raw, _("The message contains characters that are not valid text.")
     text = raw.replace("\r\n", "\n").replace("\r", "\n").strip()
     if not text:
-        return text, "Write something before sending."
+        return text, _("Write something before sending.")
     if len(text) > TEXT_MAX:
         return (
             text,
-            f"A message can be at most {TEXT_MAX} characters long (this one has {len(text)}).",
+            _(
+                "A message can be at most %(max)s characters long (this one has %(count)s).",
+                max=TEXT_MAX,
+                count=len(text),
+            ),
         )
     if text.isascii():
         # The common case, without a lookup per character: ASCII has no marks, and its
         # only characters to refuse are the controls.
         if _ASCII_CONTROL.search(text):
-            return text, "A message cannot contain control characters."
+            return text, _("A message cannot contain control characters.")
         return text, None
     for ch in text:
         category = ud.category(ch)
         if category == "Cc" and ch not in "\n\t":
-            return text, "A message cannot contain control characters."
+            return text, _("A message cannot contain control characters.")
         if category in _NEVER:
-            return text, "A message cannot contain unassigned or private-use characters."
+            return text, _("A message cannot contain unassigned or private-use characters.")
     if _too_many_marks(text, _TEXT_MARKS_IN_A_ROW):
-        return text, "The message has too many accents stacked on one letter."
+        return text, _("The message has too many accents stacked on one letter.")
     return text, None
 
 

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import cast
 
 from jinja2 import Environment
@@ -21,14 +22,14 @@ from db.crud import ReactionSummary, copy_entry
 from db.models import CHANGE_KINDS, Entry, EntryKind, Room
 from db.store import Store
 from web.broker import Broker, Event
+from web.i18n import Localized
 from web.presence import Presence
 from web.rendering import (
     AuthorTagger,
     Mentionable,
     change_frame,
     entry_frame,
-    render_members,
-    sse_frame,
+    members_frame,
 )
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class Timeline:
         self.env = env
         self._pending: list[_Append] = []
         self._writer: asyncio.Task[None] | None = None
-        self._presence_frames: dict[str, tuple[int, bytes]] = {}
+        self._presence_frames: dict[str, tuple[int, Localized]] = {}
         self._presence_due: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._names: dict[int, tuple[float, Mentionable]] = {}
@@ -108,7 +109,7 @@ class Timeline:
                     events = await self.events(append.room, [entry])
                 except Exception:
                     # Stored: readers get it when they next resume from their cursor.
-                    logger.exception("could not render entry %s", entry.id)
+                    logger.exception("could not prepare entry %s", entry.id)
                     continue
                 for event in events:
                     await self.broker.publish(append.room.code, event)
@@ -156,7 +157,8 @@ class Timeline:
             if entry.kind in CHANGE_KINDS:
                 target = entry.target_id or 0
                 quoting = replies.get(target, []) if entry.kind != EntryKind.REACTION else []
-                frame = change_frame(
+                render = partial(
+                    change_frame,
                     self.env,
                     entry,
                     code=room.code,
@@ -166,8 +168,8 @@ class Timeline:
                     mentions=mentions,
                 )
             else:
-                frame = entry_frame(self.env, entry, code=room.code, mentions=mentions)
-            events.append(Event(entry.id, frame, entry.seq))
+                render = partial(entry_frame, self.env, entry, code=room.code, mentions=mentions)
+            events.append(Event(entry.id, Localized(render), entry.seq))
         return events
 
     async def mentionable(self, room: Room) -> Mentionable:
@@ -188,13 +190,14 @@ class Timeline:
         self._names[room.id] = (now, mentionable)
         return mentionable
 
-    def presence_frame(self, room: Room, presence: Presence) -> bytes:
-        """The member list as an SSE frame, rendered once per change, not per stream."""
+    def presence_frame(self, room: Room, presence: Presence) -> Localized:
+        """The member list as an SSE frame, rendered once per change and language, not
+        per stream."""
         version = presence.version(room.code)
         cached = self._presence_frames.get(room.code)
         if cached is not None and cached[0] == version:
             return cached[1]
-        frame = sse_frame(render_members(self.env, room, presence.members(room.code)))
+        frame = members_frame(self.env, room, presence.members(room.code))
         if len(self._presence_frames) > 10_000:
             self._presence_frames.clear()
         self._presence_frames[room.code] = (version, frame)
@@ -212,7 +215,7 @@ class Timeline:
 
     def _flush_presence(self, room: Room, presence: Presence) -> None:
         self._presence_due.discard(room.code)
-        event = Event(id=None, frame=self.presence_frame(room, presence))
+        event = Event(id=None, frames=self.presence_frame(room, presence))
         task = asyncio.get_running_loop().create_task(self.broker.publish(room.code, event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -19,16 +19,19 @@ from web.access import (
     room_for_member,
 )
 from web.forms import FormProblem, read_form
+from web.i18n import _
 from web.identity import Member, bind, last_name, member_id, member_in, unbind, visited
-from web.limits import WORDS, Limit, retry_after
+from web.limits import Limit, limit_words, retry_after
 from web.rendering import MEMBERS_SHOWN, AuthorTagger
 from web.responses import error_response, is_htmx, render
 from web.state import app_state
 from web.text import (
+    NAME_MAX,
     clean_field,
     clean_message,
     clean_name,
     display_code,
+    is_utf8,
     parse_code,
     parse_id,
 )
@@ -90,27 +93,30 @@ async def enter(request: Request) -> Response:
 
     name, problem = clean_name(form.get("name", ""))
     if problem:
-        return again(422, problem)
+        return again(422, _(problem, max=NAME_MAX))
     values["name"] = name
     if action == "create":
         wait = state.limits.take(Limit.ROOMS, address)
         if wait:
-            return again(429, WORDS[Limit.ROOMS], wait)
+            return again(429, limit_words(Limit.ROOMS), wait)
         room = await state.store.create_room()
         bind(request, room.code, name)
         return RedirectResponse(f"/rooms/{room.code}", status_code=303)
 
     if not raw_code.strip():
-        return again(422, "Please enter a room code, or create a new room.")
+        return again(422, _("Please enter a room code, or create a new room."))
     found = await lookup_room(request, raw_code)
     if isinstance(found, Response):
         if found.status_code == 404:
             shown = values["code"]
-            return again(404, f"There is no room with code {shown}. Check the code and try again.")
-        return again(found.status_code, WORDS[Limit.LOOKUPS], _retry_after(found))
+            return again(
+                404,
+                _("There is no room with code %(code)s. Check the code and try again.", code=shown),
+            )
+        return again(found.status_code, limit_words(Limit.LOOKUPS), _retry_after(found))
     wait = state.limits.take(Limit.JOINS, address)
     if wait:
-        return again(429, WORDS[Limit.JOINS], wait)
+        return again(429, limit_words(Limit.JOINS), wait)
     if await state.membership.is_name_taken(found, name, member_id(request)):
         return again(422, name_taken_words(found.code, name))
     bind(request, found.code, name)
@@ -269,8 +275,8 @@ async def post_message(request: Request) -> Response:
     text, problem = clean_message(raw_text)
     key = clean_field(raw_key, max_length=KEY_MAX) or None
     if problem is None and raw_key.strip() and key is None:
-        problem = "The message form is out of date: reload the page and send again."
-    shown_text = raw_text if problem is None or "valid text" not in problem else ""
+        problem = _("The message form is out of date: reload the page and send again.")
+    shown_text = raw_text if is_utf8(raw_text) else ""
     if problem:
         return await _form_error(request, room, member, 422, problem, shown_text, key)
     reply_to = None
@@ -278,7 +284,7 @@ async def post_message(request: Request) -> Response:
         reply_to = parse_id(form["reply_to"])
         original = await state.store.get_entry(reply_to) if reply_to is not None else None
         if original is None or original.room_id != room.id or original.kind != "message":
-            problem = "You can only reply to a message in this room."
+            problem = _("You can only reply to a message in this room.")
             return await _form_error(request, room, member, 422, problem, raw_text, key)
     taken = await refuse_if_name_taken(request, room, member)
     if taken is not None:
@@ -286,7 +292,9 @@ async def post_message(request: Request) -> Response:
     for limit, subject in ((Limit.MESSAGES, member.id), (Limit.POSTS, client_address(request))):
         wait = state.limits.take(limit, subject)
         if wait:
-            refused = await _form_error(request, room, member, 429, WORDS[limit], raw_text, key)
+            refused = await _form_error(
+                request, room, member, 429, limit_words(limit), raw_text, key
+            )
             refused.headers["Retry-After"] = retry_after(wait)
             return refused
 
@@ -301,7 +309,7 @@ async def post_message(request: Request) -> Response:
     )
     if entry.author_id != member.id:
         # Keys are unique per room: someone else's message already has this one.
-        error = "This message's form was already used by someone else: reload and send again."
+        error = _("This message's form was already used by someone else: reload and send again.")
         return await _form_error(request, room, member, 409, error, raw_text, None)
     if is_htmx(request):
         context = {**_context(request, room, member), "idempotency_key": new_key(), "text": ""}
@@ -372,7 +380,7 @@ async def healthz_detail(request: Request) -> Response:
     """
     forwarded = any(h in request.headers for h in ("x-forwarded-for", "forwarded"))
     if forwarded or not ip_address_is_loopback(client_address(request)):
-        return error_response(request, 404, "Not found.")
+        return error_response(request, 404, _("Not found."))
     state = app_state(request)
     try:
         await state.store.ping()

@@ -91,9 +91,13 @@ def test_reading_older_messages_is_not_yanked_down_by_new_ones(
         page.wait_for_timeout(200)
         before = page.locator("#timeline").evaluate("t => t.scrollTop")
         client.post(f"/rooms/{code}/messages", data={"text": "something new"})
-    expect(page.locator(".entry.message")).to_have_count(41)
-    button = page.get_by_role("button", name="New messages")
-    expect(button).to_be_visible()
+        expect(page.locator(".entry.message")).to_have_count(41)
+        button = page.locator("#new-messages")
+        expect(button).to_be_visible()
+        expect(button).to_have_text("New message ↓")  # one
+        client.post(f"/rooms/{code}/messages", data={"text": "and more"})
+    expect(page.locator(".entry.message")).to_have_count(42)
+    expect(button).to_have_text("New messages ↓")  # more than one
     assert page.locator("#timeline").evaluate("t => t.scrollTop") == before
     button.click()
     expect(button).to_be_hidden()

@@ -6,8 +6,11 @@
 
   document.documentElement.classList.remove("no-js");
   const me = document.body.dataset.me || "";
-  const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
-  const full = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
+  // Dates and numbers in the page's language (not the browser's), in the reader's time zone.
+  const lang = document.documentElement.lang || undefined;
+  const clock = new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit" });
+  const full = new Intl.DateTimeFormat(lang, { dateStyle: "full", timeStyle: "long" });
+  const numbers = new Intl.NumberFormat(lang);
 
   function localizeTimes(root) {
     for (const time of root.querySelectorAll("time[datetime]:not([data-local])")) {
@@ -70,12 +73,13 @@
   }
 
   function sayDone(button) {
-    if (button.dataset.label) return;
-    button.dataset.label = button.textContent;
+    if (button.dataset.saying) return;
+    button.dataset.saying = "1";
+    const label = [...button.childNodes]; // a word, or an icon with its word
     button.textContent = button.dataset.done || "Copied";
     setTimeout(() => {
-      button.textContent = button.dataset.label;
-      delete button.dataset.label;
+      button.replaceChildren(...label);
+      delete button.dataset.saying;
     }, 1500);
   }
 
@@ -154,6 +158,7 @@
   const baseTitle = document.title;
   let unread = 0;
   let mentioned = 0;
+  let unseen = 0; // messages below the reader's place, for "New message" / "New messages"
   let atBottom = true;
 
   const isNearBottom = () =>
@@ -261,13 +266,18 @@
     } else {
       // Older entries went in above, or something changed: keep the reader's place.
       keepAnchor();
-      if (appendedMessages && newMessages) newMessages.hidden = false;
+      if (appendedMessages && newMessages) {
+        unseen = (newMessages.hidden ? 0 : unseen) + appendedMessages;
+        const label = unseen > 1 ? newMessages.dataset.many : newMessages.dataset.one;
+        if (label) newMessages.textContent = label;
+        newMessages.hidden = false;
+      }
     }
     if (appendedMessages && document.hidden) {
       // Mentions of this reader are counted apart: "(3 · @1) Room …".
       unread += appendedMessages - appendedMentions;
       mentioned += appendedMentions;
-      const counts = [unread ? String(unread) : "", mentioned ? `@${mentioned}` : ""];
+      const counts = [unread ? numbers.format(unread) : "", mentioned ? `@${numbers.format(mentioned)}` : ""];
       document.title = `(${counts.filter(Boolean).join(" · ")}) ${baseTitle}`;
     }
     noteAnchor();

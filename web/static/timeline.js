@@ -20,12 +20,17 @@
     joined: timeline.dataset.joined || "{names} joined",
     left: timeline.dataset.left || "{names} left",
     cameAndWent: timeline.dataset.cameAndWent || "{names} came and went",
+    // Languages whose verb agrees with how many people (Portuguese: entrou / entraram).
+    joinedMany: timeline.dataset.joinedMany || timeline.dataset.joined || "{names} joined",
+    leftMany: timeline.dataset.leftMany || timeline.dataset.left || "{names} left",
+    cameAndWentMany: timeline.dataset.cameAndWentMany || timeline.dataset.cameAndWent || "{names} came and went",
     andOthers: timeline.dataset.andOthers || "{names} and {count} others",
     and: timeline.dataset.and || "{first} and {second}",
     show: timeline.dataset.show || "Show",
     hide: timeline.dataset.hide || "Hide",
   };
   const lang = document.documentElement.lang || undefined;
+  const numbers = new Intl.NumberFormat(lang);
   const dayFormat = new Intl.DateTimeFormat(lang, { weekday: "long", day: "numeric", month: "long" });
   const yearFormat = new Intl.DateTimeFormat(lang, { day: "numeric", month: "long", year: "numeric" });
   const expanded = new Set(); // folds the reader opened, by their first entry's id
@@ -51,30 +56,41 @@
     return (moment.getFullYear() === today.getFullYear() ? dayFormat : yearFormat).format(moment);
   }
 
-  function namesOf(notices) {
+  function distinctNames(notices) {
     const names = [];
     for (const notice of notices) {
       const author = notice.querySelector(".author");
       const name = author ? author.textContent : "";
       if (name && !names.includes(name)) names.push(name);
     }
+    return names;
+  }
+
+  function namesOf(names) {
     if (names.length === 1) return names[0];
     if (names.length <= 3) {
       return fill(words.and, { first: names.slice(0, -1).join(", "), second: names[names.length - 1] });
     }
-    return fill(words.andOthers, { names: names.slice(0, 2).join(", "), count: names.length - 2 });
+    return fill(words.andOthers, { names: names.slice(0, 2).join(", "), count: numbers.format(names.length - 2) });
   }
 
   function foldLine(run) {
     const kinds = new Set(run.map((entry) => (entry.classList.contains("join") ? "join" : "leave")));
-    const template = kinds.size > 1 ? words.cameAndWent : kinds.has("join") ? words.joined : words.left;
+    const names = distinctNames(run);
+    const many = names.length > 1;
+    const template =
+      kinds.size > 1
+        ? many ? words.cameAndWentMany : words.cameAndWent
+        : kinds.has("join")
+          ? many ? words.joinedMany : words.joined
+          : many ? words.leftMany : words.left;
     const key = run[0].id;
     const open = expanded.has(key);
     const line = document.createElement("li");
     line.className = "fold";
     line.dataset.first = key;
     const text = document.createElement("span");
-    text.textContent = fill(template, { names: namesOf(run) });
+    text.textContent = fill(template, { names: namesOf(names) });
     const toggle = document.createElement("button");
     toggle.type = "button";
     toggle.className = "fold-toggle";
