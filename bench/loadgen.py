@@ -80,17 +80,20 @@ async def open_streams(
     *,
     batch: int = 250,
     addresses: int = 8,
+    languages: list[str] | None = None,
 ) -> list[asyncio.Transport]:
     """Open one stream per path (with its own cookie, if given a list: a session is
-    bound to the rooms it joined), spread over 127.0.0.x source addresses."""
+    bound to the rooms it joined), spread over 127.0.0.x source addresses. With
+    `languages`, stream i asks for languages[i % len] (Accept-Language)."""
     loop = asyncio.get_running_loop()
     transports: list[asyncio.Transport] = []
     cookies = cookie if isinstance(cookie, list) else [cookie] * len(paths)
 
     async def one(index: int, path: str) -> None:
+        language = f"Accept-Language: {languages[index % len(languages)]}\r\n" if languages else ""
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n"
-            f"Cookie: {cookies[index]}\r\n\r\n"
+            f"Cookie: {cookies[index]}\r\n{language}\r\n"
         ).encode()
         local = (f"127.0.0.{1 + index % addresses}", 0)
         transport, _ = await loop.create_connection(

@@ -17,6 +17,7 @@ COLUMNS = {
     "fanout": [
         "subscribers",
         "rate_per_s",
+        "languages",
         "delivered_ratio",
         "to_last_subscriber_p50_ms",
         "to_last_subscriber_p99_ms",

@@ -128,11 +128,11 @@ async def _wait(check: Any, seconds: float) -> bool:
 
 
 async def _subscribe(
-    target: Target, paths: list[str], cookie: str | list[str]
+    target: Target, paths: list[str], cookie: str | list[str], languages: list[str] | None = None
 ) -> tuple[Recorder, list[asyncio.Transport]]:
     """Open the streams and wait until each has shown its first event."""
     recorder = Recorder()
-    transports = await open_streams(HOST, target.port, paths, cookie, recorder)
+    transports = await open_streams(HOST, target.port, paths, cookie, recorder, languages=languages)
     await _wait(lambda: len(recorder.first_event) >= len(paths), 120)
     return recorder, transports
 
@@ -167,9 +167,17 @@ async def idle(target: Target, count: int) -> dict[str, Any]:
     }
 
 
-async def fanout(target: Target, subscribers: int, rate: float, seconds: float) -> dict[str, Any]:
+# Readers of one room in each language Sala speaks (frames rendered once per language).
+BOTH_LANGUAGES = ["en-US,en;q=0.9", "pt-BR,pt;q=0.9"]
+
+
+async def fanout(
+    target: Target, subscribers: int, rate: float, seconds: float, languages: int = 1
+) -> dict[str, Any]:
     cookie, code = await _member(target)
-    recorder, transports = await _subscribe(target, [f"/rooms/{code}/events"] * subscribers, cookie)
+    paths = [f"/rooms/{code}/events"] * subscribers
+    asked = BOTH_LANGUAGES if languages == 2 else None
+    recorder, transports = await _subscribe(target, paths, cookie, asked)
     await asyncio.sleep(1)
     poster = Poster(HOST, target.port, cookie)
     await poster.connect()
@@ -193,6 +201,7 @@ async def fanout(target: Target, subscribers: int, rate: float, seconds: float) 
     return {
         "subscribers": subscribers,
         "rate_per_s": rate,
+        "languages": languages,
         "messages": messages,
         "delivered_ratio": round(delivered / expected, 4),
         "to_last_subscriber_p50_ms": _ms(percentile(to_last, 50)),
@@ -294,6 +303,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "quick": {
         "idle": [2000],
         "fanout": [(1, 10), (100, 10), (1000, 1), (1000, 10)],
+        "fanout_languages": [(1000, 10)],  # half the readers English, half Portuguese
         "fanout_seconds": 3,
         "rooms": (100, 10, 200),
         "rooms_seconds": 3,
@@ -309,6 +319,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "full": {
         "idle": [10000, 19500],
         "fanout": [(s, r) for s in (1, 100, 1000, 5000) for r in (1, 10)],
+        "fanout_languages": [(1000, 10), (5000, 10)],
         "fanout_seconds": 10,
         "rooms": (1000, 10, 1000),
         "rooms_seconds": 10,
@@ -334,7 +345,7 @@ def _ratios(sala: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
             continue
         if key in ("subscribers", "rate_per_s", "messages", "streams", "rooms", "per_room"):
             continue
-        if key == "processes":
+        if key in ("processes", "languages"):
             continue
         if key in ("concurrency", "posts_per_s_asked"):
             continue
@@ -356,6 +367,9 @@ def units(
         return [
             partial(fanout, subscribers=subscribers, rate=rate, seconds=seconds)
             for subscribers, rate in sizes["fanout"]
+        ] + [
+            partial(fanout, subscribers=subscribers, rate=rate, seconds=seconds, languages=2)
+            for subscribers, rate in sizes["fanout_languages"]
         ]
     if name == "rooms":
         count, per_room, rate = sizes["rooms"]
