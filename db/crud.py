@@ -343,19 +343,20 @@ def entries_after_seq(
     return session.exec(query).all()
 
 
-def seq_for_cursor(*, session: Session, room_id: int, after: int) -> int:
-    """The seq of the room's last entry with an id up to `after` (0: none).
+def entry_at_cursor(*, session: Session, room_id: int, after: int) -> tuple[int, int]:
+    """(id, seq) of the room's last entry with an id up to `after`; (0, 0) for none.
 
     Exact because a room's ids grow with its seqs (both are given under its lock); a
-    cursor beyond the room's newest id maps to its newest seq.
+    cursor beyond the room's newest id maps to its newest entry.
     """
     query = (
-        select(Entry.seq)
+        select(Entry.id, Entry.seq)
         .where(Entry.room_id == room_id, col(Entry.id) <= after)
         .order_by(col(Entry.id).desc())
         .limit(1)
     )
-    return session.exec(query).first() or 0
+    row = session.exec(query).first()
+    return (row[0] or 0, row[1] or 0) if row is not None else (0, 0)
 
 
 def last_seqs(*, session: Session, room_ids: Sequence[int]) -> dict[int, int]:

@@ -28,6 +28,7 @@ class Store:
         self._rooms: dict[str, Room] = {}
         # Announce every new entry with NOTIFY in its transaction (the PostgreSQL broker).
         self.notify = False
+        self.calls = 0  # database round trips so far (/healthz/detail; tests count them)
 
     def init(self) -> None:
         init_db(self.engine)
@@ -35,7 +36,12 @@ class Store:
     def dispose(self) -> None:
         self.engine.dispose()
 
-    async def _run(self, limiter: CapacityLimiter, fn: Callable[..., T], **kwargs: Any) -> T:
+    async def _run(
+        self, limiter: CapacityLimiter, fn: Callable[..., T], *, counted: bool = True, **kwargs: Any
+    ) -> T:
+        if counted:
+            self.calls += 1
+
         def call() -> T:
             with Session(self.engine, expire_on_commit=False) as session:
                 return fn(session=session, **kwargs)
@@ -107,8 +113,8 @@ class Store:
     async def neighbours(self, *, room_id: int, entry_id: int) -> tuple[Entry | None, Entry | None]:
         return await self._run(self._reads, crud.neighbours, room_id=room_id, entry_id=entry_id)
 
-    async def seq_for_cursor(self, *, room_id: int, after: int) -> int:
-        return await self._run(self._reads, crud.seq_for_cursor, room_id=room_id, after=after)
+    async def entry_at_cursor(self, *, room_id: int, after: int) -> tuple[int, int]:
+        return await self._run(self._reads, crud.entry_at_cursor, room_id=room_id, after=after)
 
     async def last_seqs(self, room_ids: Sequence[int]) -> dict[int, int]:
         return await self._run(self._reads, crud.last_seqs, room_ids=room_ids)
@@ -138,4 +144,4 @@ class Store:
         return await self._run(self._reads, crud.max_entry_id)
 
     async def ping(self) -> None:
-        await self._run(self._reads, crud.ping)
+        await self._run(self._reads, crud.ping, counted=False)  # health checks aside

@@ -31,6 +31,9 @@ class Event:
         return self.frames.get(language)
 
 
+ROOMS_REMEMBERED = 100_000  # newest entries kept per room
+
+
 class SubscriptionClosed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -123,6 +126,15 @@ class Broker(Protocol):
 
     def subscriber_count(self) -> int: ...
 
+    def newest(self, room: str) -> tuple[int, int] | None:
+        """(id, seq) of the room's newest entry when this broker knows it for certain,
+        so a stream whose cursor is that id has nothing to replay."""
+        ...
+
+    def note_newest(self, room: str, entry_id: int, seq: int) -> None:
+        """What a replay found to be the room's newest entry (kept if newer)."""
+        ...
+
     def close_all(self, reason: str) -> None: ...
 
     def status(self) -> dict[str, Any]: ...
@@ -136,6 +148,9 @@ class MemoryBroker:
     def __init__(self, queue_size: int) -> None:
         self._queue_size = queue_size
         self._rooms: dict[str, set[Subscription]] = {}
+        # Every stored entry is published here after it commits, in its room's order,
+        # so the newest one published (or read since) is the room's newest.
+        self._newest: dict[str, tuple[int, int]] = {}
 
     async def start(self) -> None:
         pass
@@ -144,8 +159,20 @@ class MemoryBroker:
         self.close_all("shutdown")
 
     async def publish(self, room: str, event: Event) -> None:
+        if event.id is not None and event.seq is not None:
+            self.note_newest(room, event.id, event.seq)
         for subscription in tuple(self._rooms.get(room, ())):
             subscription.push(event)
+
+    def newest(self, room: str) -> tuple[int, int] | None:
+        return self._newest.get(room)
+
+    def note_newest(self, room: str, entry_id: int, seq: int) -> None:
+        known = self._newest.get(room)
+        if known is None or seq > known[1]:
+            if len(self._newest) >= ROOMS_REMEMBERED:
+                self._newest.clear()
+            self._newest[room] = (entry_id, seq)
 
     @asynccontextmanager
     async def subscribe(self, room: Room, member: str | None = None) -> AsyncIterator[Subscription]:

@@ -199,6 +199,14 @@ class PgBroker:
     def subscriber_count(self) -> int:
         return sum(len(f.subscriptions) for f in self._feeds.values())
 
+    def newest(self, room: str) -> tuple[int, int] | None:
+        # Other processes write too, and a feed's baseline may be newer than anything
+        # relayed here: a cursor is always looked up.
+        return None
+
+    def note_newest(self, room: str, entry_id: int, seq: int) -> None:
+        pass
+
     def close_all(self, reason: str) -> None:
         for feed in self._feeds.values():
             for subscription in tuple(feed.subscriptions):

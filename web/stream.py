@@ -14,7 +14,9 @@ rendered by the first stream that asks for it (i18n.Localized).
 Subscribing before the replay means nothing posted meanwhile is missed. Entries are
 counted by their place in the room (seq, one order on every process): the cursor,
 an entry id, maps to the seq of the room's last entry up to it, and live entries at
-or below the last seq sent are skipped, so nothing is sent twice.
+or below the last seq sent are skipped, so nothing is sent twice. A cursor at the
+room's newest entry (the memory broker knows it: every entry is published there
+after it commits) connects without touching the database.
 """
 
 from __future__ import annotations
@@ -281,21 +283,35 @@ async def _events(
 
             # Entries are counted by their place in the room (seq): the cursor is an
             # entry id, the seq of the room's last entry up to it is where to go on.
+            # A cursor at the room's newest entry, as the broker knows it, needs no
+            # database at all (a page's stream, a reconnect): nothing to replay.
             last_seq = None
+            replay = False
+            at_cursor = (0, 0)
             if after is not None:
-                last_seq = await state.store.seq_for_cursor(room_id=room.id, after=after)
+                newest = state.broker.newest(room.code)
+                if newest is not None and newest[0] == after:
+                    last_seq = newest[1]
+                else:
+                    at_cursor = await state.store.entry_at_cursor(room_id=room.id, after=after)
+                    last_seq, replay = at_cursor[1], True
             sent_entries = False
-            while last_seq is not None:
+            while replay and last_seq is not None:
                 batch = await state.store.entries_after_seq(
                     room_id=room.id, after_seq=last_seq, limit=REPLAY_BATCH
                 )
                 if not batch:
+                    if not sent_entries and at_cursor[0]:
+                        state.broker.note_newest(room.code, *at_cursor)
                     break
                 events = await state.timeline.events(room, batch)
                 yield b"".join(event.frame(language) for event in events)
                 sent_entries = True
                 last_seq = batch[-1].seq
                 if len(batch) < REPLAY_BATCH:
+                    newest_id, newest_seq = batch[-1].id, batch[-1].seq
+                    if newest_id is not None and newest_seq is not None:
+                        state.broker.note_newest(room.code, newest_id, newest_seq)
                     break
             if poll and sent_entries:
                 return

@@ -382,6 +382,7 @@ async def healthz_detail(request: Request) -> Response:
     if forwarded or not ip_address_is_loopback(client_address(request)):
         return error_response(request, 404, _("Not found."))
     state = app_state(request)
+    database_calls = state.store.calls  # health checks are not counted
     try:
         await state.store.ping()
         database = "ok"
@@ -400,6 +401,7 @@ async def healthz_detail(request: Request) -> Response:
             "status": "ok" if healthy else "error",
             "node_id": state.node_id,
             "database": database,
+            "database_calls": database_calls,
             "broker": broker,
             "subscribers": state.broker.subscriber_count(),
             "members": state.membership.count(),
