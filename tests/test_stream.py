@@ -208,3 +208,30 @@ async def test_sigterm_ends_open_streams_cleanly(server: Server) -> None:
         assert "Finished server process" in server.log()
         assert took < 8
         assert "ASGI callable returned without completing response" not in server.log()
+
+
+async def test_events_reach_a_parked_stream_by_direct_writes(server: Server) -> None:
+    """A live stream waiting for events is written to by whoever publishes (one pass
+    per event, no task woken per stream; web/direct.py). This fails loudly if a
+    server upgrade makes uvicorn's `send` wait every time: the fallback would still
+    deliver, only slower."""
+
+    def counts() -> dict[str, int]:
+        broker = httpx.get(server.url + "/healthz/detail", timeout=5).json()["broker"]
+        return {k: int(broker[k]) for k in ("direct_writes", "finished_by_task")}
+
+    async with Person(server.url, "Ana") as ana:
+        code = await ana.create_room()
+        async with ana.stream(code, after=0) as stream:
+            await stream.wait_for(lambda s: any(e.kind == "join" for e in s.entries))
+            await anyio.sleep(0.3)  # parked
+            before = counts()
+            for n in range(5):
+                await ana.say(code, f"direct {n}")
+                await stream.wait_text(f"direct {n}")
+            after = counts()
+        assert after["direct_writes"] - before["direct_writes"] >= 5
+        assert after["finished_by_task"] == before["finished_by_task"]
+        assert [e.text for e in stream.entries if e.kind == "message"] == [
+            f"direct {n}" for n in range(5)
+        ]

@@ -48,7 +48,7 @@ from db.crud import PRESENCE_CHANNEL, TIMELINE_CHANNEL
 from db.engine import normalize_url
 from db.models import Entry, Room
 from db.store import Store
-from web.broker import Event, Subscription
+from web.broker import Event, Subscription, delivery_counts
 from web.i18n import Localized
 from web.rendering import members_frame
 
@@ -224,6 +224,7 @@ class PgBroker:
             "reconnects": self.reconnects,
             "last_notification_age_seconds": age,
             "rooms": len(self._feeds),
+            **delivery_counts(),
         }
 
     def catch_up(self) -> None:

@@ -25,9 +25,9 @@ import asyncio
 import logging
 import random
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from sse_starlette import EventSourceResponse
@@ -38,7 +38,8 @@ from starlette.types import Receive, Scope, Send
 from db.models import Room
 from web import i18n
 from web.access import client_address, refuse_if_name_taken, room_for_member
-from web.broker import Subscription, SubscriptionClosed
+from web.broker import Event, Subscription, SubscriptionClosed
+from web.direct import DisconnectWatch, write_now
 from web.i18n import _
 from web.identity import Member
 from web.limits import TOO_MANY_STREAMS, Limit, limit_words
@@ -59,16 +60,25 @@ STREAM_HEADERS = {
 
 class _ShutdownSignal:
     """Set when the server is stopping: ends the stream cleanly (its subscription
-    closes) instead of cancelling it mid-write."""
+    closes) instead of cancelling it mid-write. Also carries the server's `send` from
+    the response to the stream's live phase (direct writes)."""
 
     def __init__(self) -> None:
         self.is_set = False
+        self.is_gone = False
         self.subscription: Subscription | None = None
+        self.send: Send | None = None
 
     def set(self) -> None:
         self.is_set = True
         if self.subscription is not None:
             self.subscription.close("shutdown")
+
+    def gone(self) -> None:
+        """The client disconnected: the stream ends (and its member may leave)."""
+        self.is_gone = True
+        if self.subscription is not None:
+            self.subscription.close("gone")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +150,9 @@ class _EventStream(EventSourceResponse):
     The library gives every stream four tasks (stream, ping, shutdown watch,
     disconnect watch) and wraps every send in its own cancel scope; at thousands
     of streams that was most of the memory per stream and most of the CPU per
-    delivered event. Here a stream runs in its request's task with one helper
-    task that watches for the client going away. One task per process (the
+    delivered event. Here a stream runs in its request's task alone: the client
+    going away is seen by a callback on `receive`, and events reach a parked
+    stream by direct writes (web/direct.py). One task per process (the
     watchdog) does the rest: on server shutdown it signals every stream to end
     (the library's own shutdown detection), and it cancels a stream whose
     current send has been stuck for `stall_seconds`, i.e. a reader that stopped
@@ -168,15 +179,13 @@ class _EventStream(EventSourceResponse):
             if scope["method"] == "HEAD":
                 await super().__call__(scope, receive, send)  # headers only, no stream
                 return
-            async with anyio.create_task_group() as tasks:
-
-                async def watch_disconnect() -> None:
-                    await self._listen_for_disconnect(receive)
-                    tasks.cancel_scope.cancel()
-
-                tasks.start_soon(watch_disconnect)
+            # One task per stream: the client going away is seen by a callback on
+            # `receive` (direct.py), and ends the stream through its subscription.
+            watch = DisconnectWatch(receive, self.signal.gone)
+            try:
                 await self._stream_response(send)
-                tasks.cancel_scope.cancel()
+            finally:
+                watch.stop()
         finally:
             self.on_close()  # counted when the stream was allowed to open
 
@@ -185,14 +194,18 @@ class _EventStream(EventSourceResponse):
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         loop = asyncio.get_running_loop()
+        self.signal.send = send
         try:
             with anyio.CancelScope() as scope:
                 self.stream_scope = scope
                 _watch(self)
                 async for chunk in self.body_iterator:
                     self.sending_since = loop.time()
-                    message = {"type": "http.response.body", "body": chunk, "more_body": True}
-                    await send(message)
+                    if isinstance(chunk, bytes):
+                        message = {"type": "http.response.body", "body": chunk, "more_body": True}
+                        await send(message)
+                    else:
+                        await cast(Awaitable[None], chunk)  # the rest of a direct write
                     self.sending_since = None
         finally:
             _WATCHED.discard(self)
@@ -245,6 +258,43 @@ async def _watchdog() -> None:
                     stream.stream_scope.cancel()
 
 
+class _Live:
+    """A live stream's place: the last seq it sent and when it last wrote. Its own task
+    writes what was queued; while that task is parked, whoever publishes an event
+    writes it at once through `deliver` (one pass over a room's streams per event,
+    no task woken per stream)."""
+
+    __slots__ = ("language", "last_seq", "last_write", "loop", "send")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        language: str,
+        last_seq: int | None,
+        send: Send | None,
+    ) -> None:
+        self.loop = loop
+        self.language = language
+        self.last_seq = last_seq
+        self.last_write = loop.time()
+        self.send = send
+
+    def admit(self, event: Event) -> bytes | None:
+        """The event's frame in this stream's language, or None if it was sent already."""
+        if event.seq is not None:
+            if self.last_seq is not None and event.seq <= self.last_seq:
+                return None  # replayed already
+            self.last_seq = event.seq
+        return event.frame(self.language) or None
+
+    def deliver(self, event: Event) -> Awaitable[None] | None:
+        frame = self.admit(event)
+        if frame is None or self.send is None:
+            return None
+        self.last_write = self.loop.time()
+        return write_now(self.send, frame)
+
+
 async def _events(
     state: AppState,
     room: Room,
@@ -253,7 +303,7 @@ async def _events(
     poll: bool,
     signal: _ShutdownSignal,
     language: str,
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[bytes | Awaitable[None]]:
     settings = state.settings
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -270,7 +320,7 @@ async def _events(
     assert room.id is not None
     async with state.broker.subscribe(room, member.id) as subscription:
         signal.subscription = subscription
-        if signal.is_set:
+        if signal.is_set or signal.is_gone:
             return
         joined = presence.connect(room.code, member.id, member.name)
         try:
@@ -319,31 +369,33 @@ async def _events(
             # Wake at ticks every half heartbeat, and send a heartbeat at a tick when
             # nothing was written for half a heartbeat: no gap exceeds a heartbeat.
             half = settings.heartbeat_seconds / 2
-            last_write = loop.time()
-            next_tick = last_write + half
+            live = _Live(loop, language, last_seq, signal.send)
+            next_tick = live.last_write + half
+            if not poll and live.send is not None:
+                subscription.deliver = live.deliver  # written to directly while parked
             while True:
                 now = loop.time()
                 if now >= deadline:
                     return
                 if now >= next_tick:
                     next_tick = now + half
-                    if now - last_write >= half:
+                    if now - live.last_write >= half:
                         yield b": heartbeat\n\n"
-                        last_write = now
+                        live.last_write = now
                 try:
                     events = await subscription.get(min(deadline, next_tick))
                 except SubscriptionClosed:
                     return
-                frames = []
-                for event in events:
-                    if event.seq is not None:
-                        if last_seq is not None and event.seq <= last_seq:
-                            continue  # replayed already
-                        last_seq = event.seq
-                    frames.append(event.frame(language))
+                unfinished = subscription.unfinished
+                if unfinished is not None:
+                    # A direct write met a full send buffer: finish it here, before
+                    # anything queued meanwhile (the response watches it for a stall).
+                    subscription.unfinished = None
+                    yield unfinished
+                frames = [frame for frame in map(live.admit, events) if frame]
                 if frames:
                     yield b"".join(frames)
-                    last_write = loop.time()
+                    live.last_write = loop.time()
                     if poll:
                         return
         finally:

@@ -1,0 +1,139 @@
+"""A stream's send and receive, driven by hand instead of by a task of the stream's own.
+
+At thousands of streams the cost that matters is per stream and per delivery. Two
+things here save a task switch per delivered event and a task per stream:
+
+- `write_now`: whoever publishes an event writes it to a parked stream at once, by
+  starting the server's `send` coroutine and running it to its end. uvicorn's
+  `send` only waits when the client's socket buffer is full; then the rest of the
+  write (`Rest`) goes to the stream's own task, which finishes it before anything
+  else, so order holds.
+- `DisconnectWatch`: the client going away is seen through the request's own
+  `receive`, started by hand and resumed by a callback on the future it waits on,
+  instead of by a second task per stream.
+
+Both work with any ASGI server: when `send` or `receive` is not a plain coroutine
+waiting on asyncio futures (Granian's are native), they fall back to awaiting it
+in a task, as before. tests/test_servers.py runs Sala under uvicorn, Hypercorn and
+Granian.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from types import CoroutineType
+from typing import Any, Generic, TypeVar
+
+from starlette.types import Message, Receive, Send
+
+T = TypeVar("T")
+
+
+def write_now(send: Send, frame: bytes) -> Awaitable[None] | None:
+    """Send a body chunk now, from the caller's task: None when it was written, else
+    what is left of the write, for the stream's task to await."""
+    sending = send({"type": "http.response.body", "body": frame, "more_body": True})
+    if type(sending) is not CoroutineType:  # (cheaper than an ABC check, once per delivery)
+        return sending  # not a coroutine: awaited by the stream's task as it is
+    try:
+        waiting_on = sending.send(None)
+    except StopIteration:
+        return None
+    return Rest(sending, waiting_on)
+
+
+class Rest(Generic[T]):
+    """The rest of a coroutine that was started by hand and is waiting on `waiting_on`:
+    awaiting this in another task goes on exactly where it stopped."""
+
+    __slots__ = ("_coroutine", "_waiting_on")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, T], waiting_on: Any) -> None:
+        self._coroutine = coroutine
+        self._waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        coroutine, value = self._coroutine, self._waiting_on
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:  # cancelled while waiting: let it see that
+                try:
+                    value = coroutine.throw(exc)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+            else:
+                try:
+                    value = coroutine.send(sent)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._coroutine.close()
+
+
+class DisconnectWatch:
+    """Calls `on_gone` once when `receive` says the client disconnected."""
+
+    __slots__ = ("_coroutine", "_on_gone", "_receive", "_task")
+
+    def __init__(self, receive: Receive, on_gone: Callable[[], None]) -> None:
+        self._receive = receive
+        self._on_gone: Callable[[], None] | None = on_gone
+        self._coroutine: Coroutine[Any, Any, Message] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._listen()
+
+    def stop(self) -> None:
+        self._on_gone = None
+        coroutine, self._coroutine = self._coroutine, None
+        if coroutine is not None:
+            coroutine.close()
+        if self._task is not None:
+            self._task.cancel()
+
+    def _listen(self) -> None:
+        receiving = self._receive()
+        if type(receiving) is not CoroutineType:
+            self._task = asyncio.ensure_future(self._in_a_task(receiving))
+            return
+        self._step(receiving)
+
+    def _step(self, receiving: Coroutine[Any, Any, Message]) -> None:
+        try:
+            waiting_on = receiving.send(None)
+        except StopIteration as done:
+            self._got(done.value)
+            return
+        except Exception:
+            self._gone()
+            return
+        if not isinstance(waiting_on, asyncio.Future):
+            # It waits on something other than a future: let a task drive the rest.
+            self._task = asyncio.ensure_future(self._in_a_task(Rest(receiving, waiting_on)))
+            return
+        self._coroutine = receiving
+        waiting_on.add_done_callback(self._resume)
+
+    def _resume(self, _future: asyncio.Future[Any]) -> None:
+        receiving, self._coroutine = self._coroutine, None
+        if receiving is not None:  # not stopped meanwhile
+            self._step(receiving)
+
+    async def _in_a_task(self, receiving: Awaitable[Any]) -> None:
+        message = await receiving
+        while message.get("type") != "http.disconnect":
+            message = await self._receive()
+        self._gone()
+
+    def _got(self, message: Message) -> None:
+        if message.get("type") == "http.disconnect":
+            self._gone()
+        elif self._on_gone is not None:
+            self._listen()  # the request's body (a GET has none): listen on
+
+    def _gone(self) -> None:
+        on_gone, self._on_gone = self._on_gone, None
+        if on_gone is not None:
+            on_gone()
