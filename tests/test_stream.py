@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+from collections.abc import AsyncIterator
 
 import anyio
 import httpx
@@ -235,3 +236,18 @@ async def test_events_reach_a_parked_stream_by_direct_writes(server: Server) -> 
         assert [e.text for e in stream.entries if e.kind == "message"] == [
             f"direct {n}" for n in range(5)
         ]
+
+
+async def test_the_stream_sends_the_headers_sse_starlette_would() -> None:
+    """The stream builds its headers once instead of through sse-starlette's
+    EventSourceResponse for every stream (web/stream.py): they must stay the ones
+    the library gives, so an upgrade that changes them fails here."""
+    from sse_starlette import EventSourceResponse
+
+    from web.stream import STREAM_HEADERS, STREAM_RAW_HEADERS
+
+    async def nothing() -> AsyncIterator[bytes]:
+        yield b""
+
+    library = EventSourceResponse(nothing(), headers=STREAM_HEADERS, ping=0, sep="\n")
+    assert library.raw_headers == STREAM_RAW_HEADERS

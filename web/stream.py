@@ -27,10 +27,11 @@ import random
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import anyio
 from sse_starlette import EventSourceResponse
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -56,6 +57,20 @@ STREAM_HEADERS = {
     "X-Accel-Buffering": "no",
     **SECURITY_HEADERS,
 }
+
+
+def _raw_headers() -> list[tuple[bytes, bytes]]:
+    """What sse-starlette's EventSourceResponse sends given STREAM_HEADERS, built once."""
+    headers = MutableHeaders()
+    headers.update(STREAM_HEADERS)
+    headers.setdefault("Cache-Control", "no-store")
+    headers["Connection"] = "keep-alive"
+    headers["X-Accel-Buffering"] = "no"
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    return [*raw, (b"content-type", b"text/event-stream; charset=utf-8")]
+
+
+STREAM_RAW_HEADERS = _raw_headers()
 
 
 class _ShutdownSignal:
@@ -138,9 +153,6 @@ async def _room_events(request: Request) -> Response:
         stall_seconds=state.settings.send_timeout_seconds,
         signal=signal,
         on_close=lambda: limits.close_stream(member.id, address),
-        headers=STREAM_HEADERS,
-        ping=0,
-        sep="\n",
     )
 
 
@@ -159,15 +171,22 @@ class _EventStream(EventSourceResponse):
     reading. Its client reconnects with its cursor and loses nothing.
     """
 
+    # Deliberately not the library's __init__: it builds the same headers (and an
+    # anyio lock, and settings for its own tasks) for every stream, which was a fifth
+    # of the cost of opening one. tests/test_stream.py checks these stay its headers.
     def __init__(
         self,
-        *args: Any,
+        content: AsyncIterator[bytes | Awaitable[None]],
+        *,
         stall_seconds: float,
         signal: _ShutdownSignal,
         on_close: Callable[[], None],
-        **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        self.body_iterator = content
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = STREAM_RAW_HEADERS
+        self.active = True
         self.stall_seconds = stall_seconds
         self.signal = signal
         self.on_close = on_close
@@ -176,8 +195,11 @@ class _EventStream(EventSourceResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            if scope["method"] == "HEAD":
-                await super().__call__(scope, receive, send)  # headers only, no stream
+            if scope["method"] == "HEAD":  # headers only, no stream
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+                )
+                await send({"type": "http.response.body", "body": b""})
                 return
             # One task per stream: the client going away is seen by a callback on
             # `receive` (direct.py), and ends the stream through its subscription.
