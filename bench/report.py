@@ -51,6 +51,17 @@ COLUMNS = {
         "postgres_cpu_us_per_message",
         "max_notification_queue_usage",
     ],
+    "servers": [
+        "server",
+        "processes",
+        "subscribers",
+        "rate_per_s",
+        "delivered_ratio",
+        "to_last_subscriber_p50_ms",
+        "to_last_subscriber_p99_ms",
+        "cpu_us_per_delivery",
+        "load_1m",
+    ],
     "cluster faults": [
         "fault",
         "processes",

@@ -333,7 +333,7 @@ SIZES: dict[str, dict[str, Any]] = {
         },
     },
 }
-SCENARIOS = ["idle", "fanout", "rooms", "posting", "cluster"]
+SCENARIOS = ["idle", "fanout", "rooms", "posting", "cluster", "servers"]
 COSTS = ("ms", "cpu_us", "memory")  # smaller is better: ratio = baseline / sala
 
 
@@ -423,6 +423,15 @@ def main() -> None:
             report["scenarios"][scenario] = []
             print(f"== {scenario}", flush=True)
             for row in cluster.rows(sizes["cluster"]):
+                report["scenarios"][scenario].append(row)
+                print(json.dumps(row), flush=True)
+            continue
+        if scenario == "servers":
+            from bench import servers  # it builds on this module
+
+            report["scenarios"][scenario] = []
+            print(f"== {scenario}", flush=True)
+            for row in servers.rows(quick=args.quick):
                 report["scenarios"][scenario].append(row)
                 print(json.dumps(row), flush=True)
             continue

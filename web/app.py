@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from web import conversation, stream, views
 from web.gate import Gate, RememberLanguage
@@ -135,11 +136,30 @@ async def _server_error(request: Request, exc: Exception) -> Response:
         return PlainTextResponse(_("Something went wrong on our side."), status_code=500)
 
 
-def __getattr__(name: str) -> ASGIApp:
-    # `web.app:app` for uvicorn and other ASGI servers, built on first use so that
-    # importing this module reads no environment and touches no file.
-    if name == "app":
-        application = create_app()
-        globals()["app"] = application
-        return application
-    raise AttributeError(name)
+class _BuiltOnFirstCall:
+    """`web.app:app` for uvicorn, Hypercorn, Granian and any ASGI server. A real object,
+    not a module `__getattr__`, because some loaders read the module's namespace directly
+    (Hypercorn evaluates the name in `vars(module)`); it builds the app on its first call
+    (the lifespan's, normally), so that importing this module reads no environment and
+    touches no file."""
+
+    def __init__(self) -> None:
+        self._app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            try:
+                self._app = create_app()
+            except Exception as exc:
+                if scope["type"] != "lifespan":
+                    raise
+                # Refuse to start, in words: a server whose lifespan call just raised may
+                # take the app for one without a lifespan and serve 500s instead.
+                await receive()
+                said = f"sala: {exc}" if isinstance(exc, ValueError) else traceback.format_exc()
+                await send({"type": "lifespan.startup.failed", "message": said})
+                return
+        await self._app(scope, receive, send)
+
+
+app = _BuiltOnFirstCall()
