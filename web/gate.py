@@ -68,7 +68,11 @@ class Gate:
         if scope["method"] in ("GET", "HEAD"):
             match = _EVENTS_PATH.match(scope["path"])
             if match is not None:
-                await self._stream(scope, receive, send, match["code"], session or {})
+                # Through the scope, not a local: the stream drops it once it has read the
+                # member, and nothing here keeps it for the stream's lifetime.
+                scope["session"] = session or {}
+                del session
+                await self._stream(scope, receive, send, match["code"])
                 return
         if session is None:
             # Signed by our key yet not a session (an older format, a leaked key):
@@ -97,12 +101,9 @@ class Gate:
         response = error_response(Request(scope, receive), status, message)
         await response(scope, receive, _guarded(send))
 
-    async def _stream(
-        self, scope: Scope, receive: Receive, send: Send, code: str, session: dict[str, Any]
-    ) -> None:
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, code: str) -> None:
         scope["app"] = self.app
         scope["path_params"] = {"code": code}
-        scope["session"] = session
         # Called directly, without request_response(): its send wrapper would run for
         # every chunk of the stream too.
         response = await stream.room_events(Request(scope, receive, send))

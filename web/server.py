@@ -35,6 +35,9 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, plus a deadline for each request head."""
 
     header_timeout: ClassVar[float] = DEFAULT_HEADER_TIMEOUT
+    # Slots, not the instance dict: uvicorn's protocol has 28 attributes, and past 30 a
+    # dict stops sharing its keys with the others (1.4 KB more per connection).
+    __slots__ = ("_head_begun", "_head_timeout", "_head_timer")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -117,6 +120,8 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
 class SettingsHeadTimeoutProtocol(HeadTimeoutProtocol):
     """For `--workers`: uvicorn's worker processes build the protocol from its name,
     so the deadline comes from the settings each worker reads (the same environment)."""
+
+    __slots__ = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -27,7 +27,7 @@ import random
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import anyio
 from sse_starlette import EventSourceResponse
@@ -77,6 +77,8 @@ class _ShutdownSignal:
     """Set when the server is stopping: ends the stream cleanly (its subscription
     closes) instead of cancelling it mid-write. Also carries the server's `send` from
     the response to the stream's live phase (direct writes)."""
+
+    __slots__ = ("is_gone", "is_set", "send", "subscription")
 
     def __init__(self) -> None:
         self.is_set = False
@@ -147,6 +149,9 @@ async def _room_events(request: Request) -> Response:
         return error_response(request, 429, _(TOO_MANY_STREAMS), wait=5)
     after = cursor.after
     poll = request.query_params.get("mode") == "poll"
+    # The server keeps the scope as long as the stream is open; the session is not
+    # needed from here on.
+    request.scope.pop("session", None)
     signal = _ShutdownSignal()
     return _EventStream(
         _events(state, room, member, after, poll, signal, i18n.current()),
@@ -191,7 +196,8 @@ class _EventStream(EventSourceResponse):
         self.signal = signal
         self.on_close = on_close
         self.sending_since: float | None = None
-        self.stream_scope: anyio.CancelScope | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.stalled = False  # the watchdog cancelled it: its reader stopped reading
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -217,18 +223,21 @@ class _EventStream(EventSourceResponse):
         )
         loop = asyncio.get_running_loop()
         self.signal.send = send
+        self.task = asyncio.current_task()
         try:
-            with anyio.CancelScope() as scope:
-                self.stream_scope = scope
-                _watch(self)
-                async for chunk in self.body_iterator:
-                    self.sending_since = loop.time()
-                    if isinstance(chunk, bytes):
-                        message = {"type": "http.response.body", "body": chunk, "more_body": True}
-                        await send(message)
-                    else:
-                        await cast(Awaitable[None], chunk)  # the rest of a direct write
-                    self.sending_since = None
+            _watch(self)
+            async for chunk in self.body_iterator:
+                self.sending_since = loop.time()
+                if isinstance(chunk, bytes):
+                    message = {"type": "http.response.body", "body": chunk, "more_body": True}
+                    await send(message)
+                else:
+                    await cast(Awaitable[None], chunk)  # the rest of a direct write
+                self.sending_since = None
+        except asyncio.CancelledError:
+            if not self.stalled or self.task is None:
+                raise
+            self.task.uncancel()  # the watchdog's own cancellation, handled here
         finally:
             _WATCHED.discard(self)
             # Cut off mid-send, the generator still waits at its yield: close it so
@@ -236,7 +245,7 @@ class _EventStream(EventSourceResponse):
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
-        if scope.cancelled_caught:
+        if self.stalled:
             # The reader stopped reading: drop the connection rather than wait on it.
             logger.info("closed a stream whose reader stalled for %ss", self.stall_seconds)
             return
@@ -276,8 +285,11 @@ async def _watchdog() -> None:
             now = loop.time()
             for stream in list(_WATCHED):
                 since = stream.sending_since
-                if since is not None and now - since > stream.stall_seconds and stream.stream_scope:
-                    stream.stream_scope.cancel()
+                task = stream.task
+                stuck = since is not None and now - since > stream.stall_seconds
+                if stuck and task is not None and not stream.stalled:
+                    stream.stalled = True
+                    task.cancel()
 
 
 class _Live:
