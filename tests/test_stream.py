@@ -219,7 +219,7 @@ async def test_events_reach_a_parked_stream_by_direct_writes(server: Server) -> 
 
     def counts() -> dict[str, int]:
         broker = httpx.get(server.url + "/healthz/detail", timeout=5).json()["broker"]
-        return {k: int(broker[k]) for k in ("direct_writes", "finished_by_task")}
+        return {k: int(broker[k]) for k in ("direct_writes", "chunks_written", "finished_by_task")}
 
     async with Person(server.url, "Ana") as ana:
         code = await ana.create_room()
@@ -232,6 +232,8 @@ async def test_events_reach_a_parked_stream_by_direct_writes(server: Server) -> 
                 await stream.wait_text(f"direct {n}")
             after = counts()
         assert after["direct_writes"] - before["direct_writes"] >= 5
+        # Under uvicorn's httptools protocol each is a ready chunk, written as is.
+        assert after["chunks_written"] - before["chunks_written"] >= 5
         assert after["finished_by_task"] == before["finished_by_task"]
         assert [e.text for e in stream.entries if e.kind == "message"] == [
             f"direct {n}" for n in range(5)
@@ -251,3 +253,22 @@ async def test_the_stream_sends_the_headers_sse_starlette_would() -> None:
 
     library = EventSourceResponse(nothing(), headers=STREAM_HEADERS, ping=0, sep="\n")
     assert library.raw_headers == STREAM_RAW_HEADERS
+
+
+def test_uvicorn_still_has_what_direct_chunk_writes_rely_on() -> None:
+    """web.direct.ChunkWriter writes chunks to uvicorn's transport itself: an upgrade
+    that renamed what it reads would silently send every event the slow way (or
+    worse). This names all of it."""
+    import inspect
+
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    from web.direct import _UVICORN_CYCLE
+
+    assert (RequestResponseCycle.__module__, RequestResponseCycle.__qualname__) == _UVICORN_CYCLE
+    source = inspect.getsource(RequestResponseCycle)
+    for name in ("self.transport", "self.flow", "self.disconnected", "self.response_complete"):
+        assert name in source, name
+    # The chunk framing it copies: size in hex, CRLF, the body, CRLF.
+    assert 'b"%x\\r\\n" % len(body)' in source or "b'%x\\r\\n' % len(body)" in source
+    assert "self.chunked_encoding" in source and "write_paused" in source

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from db.models import Room
+from web.direct import ChunkWriter
 from web.i18n import Localized
 
 
@@ -28,6 +29,9 @@ class Event:
 
     def frame(self, language: str) -> bytes:
         return self.frames.get(language)
+
+    def chunk(self, language: str) -> bytes:
+        return self.frames.chunk(language)
 
 
 ROOMS_REMEMBERED = 100_000  # newest entries kept per room
@@ -160,6 +164,7 @@ class Subscription:
 def delivery_counts() -> dict[str, int]:
     return {
         "direct_writes": Subscription.direct_writes,
+        "chunks_written": ChunkWriter.writes,
         "finished_by_task": Subscription.finished_by_task,
     }
 

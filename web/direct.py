@@ -30,6 +30,48 @@ from starlette.types import Message, Receive, Send
 T = TypeVar("T")
 
 
+class ChunkWriter:
+    """Writes ready HTTP/1.1 chunks straight to the connection of a response that uvicorn's
+    httptools protocol is streaming, chunked: the same bytes its `send` would write,
+    without its per-call checks, one `transport.write` per stream, the chunk made once
+    per event and language. Anything unusual (the client is slow, gone, or the response
+    is not a plain chunked one) returns False, and the caller goes through `send`.
+
+    It reads uvicorn's `RequestResponseCycle` (private: `transport`, `flow`,
+    `disconnected`, `response_complete`, `chunked_encoding`); tests/test_stream.py
+    fails when an upgrade changes what this relies on.
+    """
+
+    __slots__ = ("_cycle", "_flow", "_transport")
+    writes = 0  # chunks written this way (/healthz/detail)
+
+    def __init__(self, cycle: Any) -> None:
+        self._cycle = cycle
+        self._flow = cycle.flow
+        self._transport = cycle.transport
+
+    @classmethod
+    def for_send(cls, send: Send) -> ChunkWriter | None:
+        cycle = getattr(send, "__self__", None)
+        kind = type(cycle)
+        if (kind.__module__, kind.__qualname__) != _UVICORN_CYCLE:
+            return None  # another server, or uvicorn's h11 protocol: its state machine
+        if getattr(cycle, "chunked_encoding", None) is not True:
+            return None
+        return cls(cycle)
+
+    def write(self, chunk: bytes) -> bool:
+        cycle = self._cycle
+        if self._flow.write_paused or cycle.disconnected or cycle.response_complete:
+            return False
+        self._transport.write(chunk)
+        ChunkWriter.writes += 1
+        return True
+
+
+_UVICORN_CYCLE = ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle")
+
+
 def write_now(send: Send, frame: bytes) -> Awaitable[None] | None:
     """Send a body chunk now, from the caller's task: None when it was written, else
     what is left of the write, for the stream's task to await."""

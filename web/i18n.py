@@ -171,11 +171,24 @@ class Localized:
     each stream asks for its language, and the first to ask renders it.
     """
 
-    __slots__ = ("_frames", "_render")
+    __slots__ = ("_chunks", "_frames", "_render")
 
     def __init__(self, render: Callable[[], bytes]) -> None:
         self._render = render
         self._frames: dict[str, bytes] = {}
+        self._chunks: dict[str, bytes] | None = None
+
+    def chunk(self, language: str) -> bytes:
+        """The frame as one HTTP/1.1 chunk (size line, frame, CRLF), made once per
+        language for every stream that is written to directly (web/direct.py)."""
+        chunks = self._chunks
+        if chunks is None:
+            chunks = self._chunks = {}
+        chunk = chunks.get(language)
+        if chunk is None:
+            frame = self.get(language)
+            chunk = chunks[language] = b"%x\r\n%b\r\n" % (len(frame), frame) if frame else b""
+        return chunk
 
     def get(self, language: str) -> bytes:
         frame = self._frames.get(language)

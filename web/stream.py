@@ -40,7 +40,7 @@ from db.models import Room
 from web import i18n
 from web.access import client_address, refuse_if_name_taken, room_for_member
 from web.broker import Event, Subscription, SubscriptionClosed
-from web.direct import DisconnectWatch, write_now
+from web.direct import ChunkWriter, DisconnectWatch, write_now
 from web.i18n import _
 from web.identity import Member
 from web.limits import TOO_MANY_STREAMS, Limit, limit_words
@@ -298,7 +298,7 @@ class _Live:
     writes it at once through `deliver` (one pass over a room's streams per event,
     no task woken per stream)."""
 
-    __slots__ = ("language", "last_seq", "last_write", "loop", "send")
+    __slots__ = ("chunks", "language", "last_seq", "last_write", "loop", "send")
 
     def __init__(
         self,
@@ -312,6 +312,7 @@ class _Live:
         self.last_seq = last_seq
         self.last_write = loop.time()
         self.send = send
+        self.chunks = ChunkWriter.for_send(send) if send is not None else None
 
     def admit(self, event: Event) -> bytes | None:
         """The event's frame in this stream's language, or None if it was sent already."""
@@ -326,6 +327,9 @@ class _Live:
         if frame is None or self.send is None:
             return None
         self.last_write = self.loop.time()
+        chunks = self.chunks
+        if chunks is not None and chunks.write(event.chunk(self.language)):
+            return None
         return write_now(self.send, frame)
 
 
