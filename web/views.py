@@ -7,10 +7,11 @@ import secrets
 from typing import Any, cast
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from db import cluster
 from db.models import EntryKind, Room
+from web import i18n
 from web.access import (
     client_address,
     lookup_room,
@@ -312,13 +313,31 @@ async def post_message(request: Request) -> Response:
         error = _("This message's form was already used by someone else: reload and send again.")
         return await _form_error(request, room, member, 409, error, raw_text, None)
     if is_htmx(request):
-        context = {**_context(request, room, member), "idempotency_key": new_key(), "text": ""}
-        response = render(request, "_message_form.html", {**context, "form_error": None})
+        response: Response = HTMLResponse(_fresh_form(request, room).replace(_KEY_SLOT, new_key()))
     else:
         response = RedirectResponse(f"/rooms/{room.code}", status_code=303)
     # Which entry this post became, so a page can swap its pending bubble for it.
     response.headers["Sala-Entry-Id"] = str(entry.id)
     return response
+
+
+# The empty message form a successful post answers with is the same for every post to
+# a room in one language but for its new idempotency key: rendered once, the key put in.
+_KEY_SLOT = "\x00key\x00"
+_FRESH_FORMS: dict[tuple[str, str], str] = {}
+
+
+def _fresh_form(request: Request, room: Room) -> str:
+    language = i18n.current()
+    form = _FRESH_FORMS.get((room.code, language))
+    if form is None:
+        template = app_state(request).templates.env.get_template("_message_form.html")
+        context = {"room": room, "idempotency_key": _KEY_SLOT, "text": "", "form_error": None}
+        form = template.render(context)
+        if len(_FRESH_FORMS) >= 10_000:
+            _FRESH_FORMS.clear()
+        _FRESH_FORMS[(room.code, language)] = form
+    return form
 
 
 async def _form_error(
