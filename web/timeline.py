@@ -87,8 +87,10 @@ class Timeline:
         self._pending.append(_Append(room, entry, done))
         if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._write())
-        # Shielded: a client that goes away mid-post does not unstore its message.
-        return await asyncio.shield(done)
+        # A client that goes away mid-post cancels only its wait: the writer stores the
+        # entry all the same (and skips answering a cancelled wait). Awaited directly,
+        # not shielded, so the answer is one loop step away (see _write).
+        return await done
 
     async def _write(self) -> None:
         while self._pending:
@@ -104,6 +106,18 @@ class Timeline:
             )
             if not self.broker.publishes_entries:
                 published = []  # they come back from the database (NOTIFY) to every process
+            # Answer the posts first: the author's page gets its 2xx (which names the
+            # entry) before the stream brings the entry, so its pending bubble becomes the
+            # message without showing both for a moment (streams are written at once).
+            for append, result in zip(batch, results, strict=True):
+                if append.done.done():
+                    continue
+                if isinstance(result, BaseException):
+                    append.done.set_exception(result)
+                else:
+                    append.done.set_result(result)
+            if published:
+                await asyncio.sleep(0)  # the posters' tasks write their answers
             for entry, append in published:
                 try:
                     events = await self.events(append.room, [entry])
@@ -113,13 +127,6 @@ class Timeline:
                     continue
                 for event in events:
                     await self.broker.publish(append.room.code, event)
-            for append, result in zip(batch, results, strict=True):
-                if append.done.done():
-                    continue
-                if isinstance(result, BaseException):
-                    append.done.set_exception(result)
-                else:
-                    append.done.set_result(result)
 
     async def _store(self, batch: list[_Append]) -> list[tuple[Entry, bool] | Exception]:
         """Store a batch in one transaction; if that fails, entry by entry, so that one

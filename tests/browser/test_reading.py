@@ -175,6 +175,8 @@ def test_keyboard_only_small_screen_and_long_words(pages: Pages, server: Server)
     page.keyboard.type(long_word + " and a long message " * 10)
     page.keyboard.press("Enter")
     expect(page.locator(".entry.message")).to_have_count(1)
+    expect(page.locator(".entry.pending")).to_have_count(0)  # stored and shown, once
+    expect(page.locator(".entry.message")).to_have_count(1)
     expect(page.locator("#timeline")).to_have_attribute("aria-live", "polite")
     # Nothing is wider than the screen: long words wrap.
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
