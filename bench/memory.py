@@ -36,7 +36,6 @@ import json
 import linecache
 import os
 import signal
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -173,30 +172,11 @@ def _dump(directory: Path) -> None:
 
 
 def _start_sala(workdir: Path, extra: dict[str, str]) -> Target:
-    import httpx
-
-    from bench.run import HOST, Target, _free_port
+    from bench.run import _free_port, launch, sala_command, sala_env
 
     port = _free_port()
-    env = {
-        **os.environ,
-        "SALA_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
-        "SALA_LIMITS": "off",
-        "SALA_STREAM_MAX_SECONDS": "3600",
-        "SALA_SUBSCRIBER_QUEUE_SIZE": "10000",
-        **extra,
-    }
-    cmd = [sys.executable, "-m", "web", "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://{HOST}:{port}/healthz", timeout=1).status_code == 200:
-                return Target("sala", proc, port)
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("sala did not start")
+    env = sala_env(workdir, **extra)
+    return launch("sala", port, sala_command(port), env, workdir, within=60)
 
 
 def _hook_env(workdir: Path, *, frames: int, no_watcher: bool) -> dict[str, str]:

@@ -76,30 +76,48 @@ class Target:
                 self.proc.kill()
 
 
-def start(name: str, workdir: Path) -> Target:
-    port = _free_port()
-    if name == "sala":
-        env = {
-            **os.environ,
-            "SALA_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
-            "SALA_LIMITS": "off",
-            "SALA_STREAM_MAX_SECONDS": "3600",
-            "SALA_SUBSCRIBER_QUEUE_SIZE": "10000",
-        }
-        cmd = [sys.executable, "-m", "web", "--port", str(port), "--log-level", "warning"]
-    else:
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-        cmd = [sys.executable, "-m", "bench.baseline", "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+def sala_env(workdir: Path, **extra: str) -> dict[str, str]:
+    """Sala's settings for a benchmark: a fresh SQLite file, no limits, long streams."""
+    return {
+        **os.environ,
+        "SALA_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
+        "SALA_LIMITS": "off",
+        "SALA_STREAM_MAX_SECONDS": "3600",
+        "SALA_SUBSCRIBER_QUEUE_SIZE": "10000",
+        **extra,
+    }
+
+
+def sala_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "web", "--port", str(port), "--log-level", "warning"]
+
+
+def launch(
+    name: str, port: int, command: list[str], env: dict[str, str], workdir: Path, within: float = 20
+) -> Target:
+    """Start a server and wait until /healthz answers; its output goes to a log that a
+    failure to start shows."""
+    log = workdir / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=out)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             if httpx.get(f"http://{HOST}:{port}/healthz", timeout=1).status_code == 200:
                 return Target(name, proc, port)
         except httpx.HTTPError:
             time.sleep(0.05)
     proc.kill()
-    raise RuntimeError(f"{name} did not start")
+    raise RuntimeError(f"{name} did not start:\n{log.read_text(errors='replace')[-2000:]}")
+
+
+def start(name: str, workdir: Path) -> Target:
+    port = _free_port()
+    if name == "sala":
+        return launch(name, port, sala_command(port), sala_env(workdir), workdir)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    command = [sys.executable, "-m", "bench.baseline", "--port", str(port)]
+    return launch(name, port, command, env, workdir)
 
 
 async def _member(target: Target, name: str = "Bench") -> tuple[str, str]:

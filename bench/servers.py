@@ -24,17 +24,13 @@ import asyncio
 import contextlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Coroutine, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 from unittest import mock
-
-import httpx
 
 from bench import run
 from bench.loadgen import cpu_seconds
@@ -101,26 +97,8 @@ def start(server: str, workdir: Path) -> Target:
     port = _free_port()
     command = COMMANDS[server](port)
     command[0] = _executable(command[0]) or command[0]
-    env = {
-        **os.environ,
-        "SALA_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
-        "SALA_SECRET_KEY": "bench-secret-key",
-        "SALA_LIMITS": "off",
-        "SALA_STREAM_MAX_SECONDS": "3600",
-        "SALA_SUBSCRIBER_QUEUE_SIZE": "10000",
-    }
-    log = workdir / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=out)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"http://{HOST}:{port}/healthz", timeout=1).status_code == 200:
-                return Target(server, proc, port)
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"{server} did not start:\n{log.read_text(errors='replace')[-2000:]}")
+    env = run.sala_env(workdir, SALA_SECRET_KEY="bench-secret-key")
+    return run.launch(server, port, command, env, workdir, within=30)
 
 
 Unit = Callable[[Target], Coroutine[Any, Any, dict[str, Any]]]

@@ -45,11 +45,16 @@ class Server:
         self.log_path = workdir / "server.log"
         self.exit_code: int | None = None
 
+    def command(self) -> list[str]:
+        """What starts it (tests/test_servers.py starts other ASGI servers)."""
+        command = [sys.executable, "-m", "web", "--host", "127.0.0.1", "--port", str(self.port)]
+        return [*command, *self.args]
+
     def start(self) -> None:
         log = self.log_path.open("ab")
-        command = [sys.executable, "-m", "web", "--host", "127.0.0.1", "--port", str(self.port)]
+        command = self.command()
         self.proc = subprocess.Popen(
-            [*command, *self.args],
+            command,
             cwd=self.workdir,
             env=self.env,
             stdout=log,
@@ -58,14 +63,14 @@ class Server:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log()}")
+                raise RuntimeError(f"{command[0]} exited early:\n{self.log()}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"server did not start:\n{self.log()}")
+        raise RuntimeError(f"{command[0]} did not start:\n{self.log()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> float:
         """Stop the process; returns how long it took to exit."""

@@ -6,14 +6,11 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 
 from tests.client import Person, Stream
@@ -44,24 +41,10 @@ class ASGIServer(Server):
 
     def __init__(self, workdir: Path, command: Callable[[int], list[str]]) -> None:
         super().__init__(workdir, {})
-        self.command = command(self.port)
+        self._command = command(self.port)
 
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.command, cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.command[0]} exited early:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.command[0]} did not start:\n{self.log()}")
+    def command(self) -> list[str]:
+        return self._command
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> float:
         """As Server.stop; then the workers of a supervisor that had to be killed go too."""
@@ -105,7 +88,7 @@ async def message_comes_down(server: ASGIServer, person: Person, code: str, stre
     """A post is answered, and its event comes down the open stream (an `id:` line and
     `data:` lines holding the text)."""
     assert stream.response is not None and stream.response.status_code == 200
-    text = f"hello through {Path(server.command[0]).name}"
+    text = f"hello through {Path(server.command()[0]).name}"
     answer = await person.say(code, text)
     assert answer.status_code == 200, answer.text
     await stream.wait_text(text)
