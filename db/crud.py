@@ -492,9 +492,5 @@ def present_members(*, session: Session) -> Sequence[tuple[str, str, str]]:
     return [(r, a, n) for r, a, n in session.exec(query).all()]
 
 
-def max_entry_id(*, session: Session) -> int:
-    return session.exec(select(func.max(Entry.id))).one() or 0
-
-
 def ping(*, session: Session) -> None:
     session.exec(select(text("1"))).one()

@@ -140,8 +140,5 @@ class Store:
     async def present_members(self) -> Sequence[tuple[str, str, str]]:
         return await self._run(self._reads, crud.present_members)
 
-    async def max_entry_id(self) -> int:
-        return await self._run(self._reads, crud.max_entry_id)
-
     async def ping(self) -> None:
         await self._run(self._reads, crud.ping, counted=False)  # health checks aside

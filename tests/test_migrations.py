@@ -285,7 +285,6 @@ async def test_upgraded_rows_read_back_through_the_store(database_url: str) -> N
         ]
         assert entries[2].created_at == T0 + timedelta(seconds=2)
         assert await store.get_room("PQRSTU") is not None
-        assert await store.max_entry_id() == len(ENTRIES)
         new = await store.create_room()
         assert await store.get_room(new.code) is not None and new.id == len(ROOMS) + 1
     finally:

@@ -108,3 +108,19 @@ async def test_room_codes_in_urls_are_case_insensitive(server: Server) -> None:
         stream = soup.select_one("[hx-sse\\:connect]")
         assert stream is not None
         assert str(stream["hx-sse:connect"]).startswith(f"/rooms/{code}/events?after=")
+
+
+async def test_a_page_showing_no_entries_streams_the_room_from_its_start(server: Server) -> None:
+    """The stream goes on after the newest entry the page shows. A page showing none
+    (its room is new) must not start after some other room's newest id: the creator's
+    join, committed while the page was drawn, fell between the page and its stream."""
+    async with Person(server.url, "Bo") as bo, Person(server.url, "Ana") as ana:
+        busy = await bo.create_room()
+        await bo.say(busy, "other rooms have entries")
+        code = await ana.create_room()
+        page = await ana.page(code)
+        assert page_entries(page.text) == []
+        assert f'hx-sse:connect="/rooms/{code}/events?after=0"' in page.text
+        # Ana's join, recorded after the page was drawn, reaches a stream from that cursor.
+        async with ana.stream(code, after=0) as stream:
+            await stream.wait_for(lambda s: [e.kind for e in s.entries] == ["join"])

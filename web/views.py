@@ -222,10 +222,11 @@ async def _room_response(
     if all(member_id != member.id for member_id, _ in members):
         # The reader is here, even before (or without) a live stream: count them.
         members = sorted([*members, (member.id, member.name)], key=lambda m: m[1].casefold())
-    if before is None:
-        newest_id = entries[-1].id if entries else await state.store.max_entry_id()
-    else:
-        newest_id = None  # an older page is not live
+    # The stream goes on after the newest entry shown. A page showing none streams the
+    # room from its start: an entry committed since the history was read (the
+    # creator's join, say) must not fall between the page and its stream. An older
+    # page is not live.
+    newest_id = (entries[-1].id if entries else 0) if before is None else None
     origin = state.settings.public_origin or str(request.base_url).rstrip("/")
     context.update(
         _context(request, room, member),
