@@ -8,8 +8,8 @@ member (bench.run's `_member`), opened with bench.loadgen.open_streams, and ever
 step waits for each stream's first event, then ~2 s:
 
     rss            Sala (`python -m web`), nothing injected: RSS per stream (VmRSS)
-    rss-nowatch    the same, `_EventStream.__call__` patched to watch for no
-                   disconnect (at 68e7077: no task group, no watch_disconnect
+    rss-nowatch    the same, with `web.stream.DisconnectWatch` replaced by one
+                   that watches nothing (at 68e7077 it was a task group and a
                    task); an experiment, nothing of it is Sala
     trace          Sala with tracemalloc: Python heap per stream by source, and
                    objects (gc.get_objects() by type) and tasks per stream
@@ -43,12 +43,12 @@ import time
 import tracemalloc
 import types
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from starlette.types import Receive, Scope, Send
+    from starlette.types import Receive
 
     from bench.run import Target
 
@@ -82,22 +82,17 @@ def install_hook() -> None:
 def _patch_out_watcher() -> None:
     from web import stream
 
-    original = stream._EventStream.__call__
+    class NoWatch:
+        """web.direct.DisconnectWatch watching nothing: a gone client is noticed only
+        when a send fails."""
 
-    async def call_without_watcher(
-        self: stream._EventStream, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        # web.stream._EventStream.__call__ as of 68e7077 without its task group and
-        # watch_disconnect task: a gone client is noticed only when a send fails.
-        if scope["method"] == "HEAD":
-            await original(self, scope, receive, send)
-            return
-        try:
-            await self._stream_response(send)
-        finally:
-            self.on_close()
+        def __init__(self, receive: Receive, gone: Callable[[], None]) -> None:
+            pass
 
-    setattr(stream._EventStream, "__call__", call_without_watcher)  # noqa: B010
+        def stop(self) -> None:
+            pass
+
+    setattr(stream, "DisconnectWatch", NoWatch)  # noqa: B010
 
 
 def _on_dump_signal(directory: Path, signum: int, frame: types.FrameType | None) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,12 +15,13 @@ import httpx
 import pytest
 import uvicorn
 from anyio.abc import SocketStream
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from tests.conftest import Server, ServerFactory, free_port
 from web import server as web_server
+from web.direct import DisconnectWatch
 
 pytestmark = pytest.mark.anyio
 
@@ -171,6 +173,8 @@ async def _stream_app(scope: Scope, receive: Receive, send: Send) -> None:
     answers at once."""
     assert scope["type"] == "http"
     chunks = [b"tick\n"] * 15 if scope["path"] == "/stream" else [b"ok\n"]
+    if scope["path"].startswith("/echo/"):
+        chunks = [scope["path"].encode()]
     start: Message = {
         "type": "http.response.start",
         "status": 200,
@@ -185,10 +189,10 @@ async def _stream_app(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 @contextmanager
-def _serving_in_a_thread(loop: str) -> Iterator[int]:
+def _serving_in_a_thread(loop: str, app: ASGIApp = _stream_app) -> Iterator[int]:
     port = free_port()
     config = web_server.config(
-        _stream_app,
+        app,
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -224,6 +228,84 @@ async def test_a_long_response_is_not_cut_by_the_header_timer(loop: str) -> None
                 # The connection is still good for another request, within the deadline.
                 await conn.send(_HEAD + b"\r\n")
                 assert await connection.response() == (200, b"ok\n")
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_requests_pipelined_behind_a_stream_are_answered_in_order(loop: str) -> None:
+    """The protocol keeps pipelined requests in a list, not uvicorn's deque, and its
+    events wait with lists (web/server.py): still first in, first out, every one
+    answered once the stream before them ends."""
+    with _serving_in_a_thread(loop) as port:
+        async with await anyio.connect_tcp("127.0.0.1", port) as conn:
+            with anyio.fail_after(_THREAD_TIMEOUT * 3 + MARGIN + 5):
+                connection = _Connection(conn)
+                heads = [
+                    f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+                    for path in ("/stream", "/echo/1", "/echo/2", "/echo/3")
+                ]
+                await conn.send(b"".join(heads))
+                assert await connection.response() == (200, b"tick\n" * 15)
+                for n in (1, 2, 3):
+                    assert await connection.response() == (200, f"/echo/{n}".encode())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_a_streams_client_going_away_is_told_by_the_protocol(loop: str) -> None:
+    """A stream learns that its client went from the protocol's connection_lost, with
+    no receive waiting (web/direct.py DisconnectWatch; memory per stream). If an
+    uvicorn upgrade broke how it finds the protocol, the watch would fall back to
+    receive: this test fails then."""
+    seen: list[str] = []
+    gone = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"  # (no lifespan)
+        watch = DisconnectWatch(receive, lambda: gone.set())
+        seen.append("protocol" if watch._protocol is not None else "receive")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"open\n", "more_body": True})
+        while not gone.is_set():
+            await asyncio.sleep(0.01)
+        watch.stop()
+
+    with _serving_in_a_thread(loop, app) as port:
+        async with await anyio.connect_tcp("127.0.0.1", port) as conn:
+            await conn.send(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            received = b""
+            while b"open" not in received:
+                received += await conn.receive()
+        assert await anyio.to_thread.run_sync(gone.wait, 5)
+    assert seen == ["protocol"]
+
+
+def test_a_connection_waits_with_lists_not_deques() -> None:
+    """uvicorn's deques cost 760 bytes each, empty, three per connection (bench/memory.py);
+    the protocol swaps them for lists, and an event waiting on a list still works."""
+    config = web_server.config(
+        _stream_app, host="127.0.0.1", port=0, log_level="warning", header_timeout=3.0
+    )
+    config.load()
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = web_server.protocol_with(3.0)(
+            config=config, server_state=ServerState(), app_state={}, _loop=loop
+        )
+        assert isinstance(protocol.pipeline, web_server._Pipeline)
+        event = asyncio.Event()
+        web_server._lighten(event)
+        assert not isinstance(event._waiters, deque)
+
+        async def wait_then_set() -> bool:
+            waiting = asyncio.ensure_future(event.wait())
+            await asyncio.sleep(0)
+            assert len(event._waiters) == 1
+            event.set()
+            return await waiting
+
+        assert loop.run_until_complete(wait_then_set()) is True
+        assert not isinstance(event._waiters, deque)
+    finally:
+        loop.close()
 
 
 def test_uvicorn_still_has_what_the_head_timer_relies_on() -> None:

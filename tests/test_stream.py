@@ -267,7 +267,13 @@ def test_uvicorn_still_has_what_direct_chunk_writes_rely_on() -> None:
 
     assert (RequestResponseCycle.__module__, RequestResponseCycle.__qualname__) == _UVICORN_CYCLE
     source = inspect.getsource(RequestResponseCycle)
-    for name in ("self.transport", "self.flow", "self.disconnected", "self.response_complete"):
+    for name in (
+        "self.transport",
+        "self.flow",
+        "self.disconnected",
+        "self.response_complete",
+        "self.on_response",  # DisconnectWatch finds the protocol through it
+    ):
         assert name in source, name
     # The chunk framing it copies: size in hex, CRLF, the body, CRLF.
     assert 'b"%x\\r\\n" % len(body)' in source or "b'%x\\r\\n' % len(body)" in source

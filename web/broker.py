@@ -9,8 +9,10 @@ subscriber that falls behind is closed, and its client resumes from its cursor.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import math
+import weakref
+from collections.abc import Awaitable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,10 +55,9 @@ class Delivery(Protocol):
 
 class Subscription:
     __slots__ = (
+        "_alarm_at",
         "_items",
         "_maxsize",
-        "_timer",
-        "_timer_at",
         "_waiter",
         "closed",
         "deliver",
@@ -73,8 +74,7 @@ class Subscription:
         self._items: list[Event] = []  # (an empty deque is 760 bytes, a list 56)
         self._maxsize = maxsize
         self._waiter: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._alarm_at = 0.0  # when an alarm will wake it (0: none set)
         self.closed: str | None = None
         # Set by a live stream: while its task is parked in `get` with nothing queued,
         # an event is written by whoever publishes it, in one pass over the room's
@@ -121,13 +121,6 @@ class Subscription:
             close = getattr(unfinished, "close", None)
             if close is not None:
                 close()
-        if self._timer is not None:
-            self._timer.cancel()
-        self._wake()
-
-    def _on_timer(self) -> None:
-        # Forget the timer once it has fired (possibly a hair early): never reuse it.
-        self._timer = None
         self._wake()
 
     def _wake(self) -> None:
@@ -135,30 +128,82 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def get(self, until: float) -> list[Event]:
-        """Everything queued (at least one event), or [] at loop time `until`.
+    def wait(self, until: float) -> asyncio.Future[None] | None:
+        """A future to await while nothing is queued, done when something is (or the
+        subscription closes), or at loop time `until`; None when `take` has something
+        now (or `until` has passed). A future, not a coroutine: a parked stream holds
+        one frame less.
 
-        The timer is kept while `until` stays the same, so waiting for event after
-        event costs no new timer each time (this runs once per delivery).
+        Streams due at about the same moment share one timer (`_Alarms`), and a stream
+        that waits for the same `until` again (event after event) sets no new one.
         """
-        if not self._items and self.closed is None:
-            loop = asyncio.get_running_loop()
-            if until <= loop.time():
-                return []
-            if self._timer is None or self._timer_at != until:
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer = loop.call_at(until, self._on_timer)
-                self._timer_at = until
-            self._waiter = loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+        if self._items or self.closed is not None:
+            return None
+        loop = asyncio.get_running_loop()
+        if until <= loop.time():
+            return None
+        if self._alarm_at != until:
+            self._alarm_at = until
+            _Alarms.of(loop).add(until, self)
+        waiter = self._waiter = loop.create_future()
+        return waiter
+
+    def take(self) -> list[Event]:
+        """Everything queued (maybe nothing, after an alarm); raises SubscriptionClosed."""
+        self._waiter = None
         if self.closed is not None:
             raise SubscriptionClosed(self.closed)
         items, self._items = self._items, []
         return items
+
+    async def get(self, until: float) -> list[Event]:
+        """Everything queued (at least one event), or [] at loop time `until`."""
+        waiter = self.wait(until)
+        if waiter is not None:
+            await waiter
+        return self.take()
+
+
+class _Alarms:
+    """One timer for all the subscriptions due in the same 1/64 s (rounded up), instead
+    of a timer per parked stream (about 600 bytes each, by bench/memory.py): streams
+    wait for their next heartbeat tick or their end, far apart."""
+
+    __slots__ = ("_due", "_loop")
+    STEP = 64  # per second
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: dict[float, list[Subscription]] = {}
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Alarms:
+        alarms = _ALARMS.get(loop)
+        if alarms is None:
+            alarms = _ALARMS[loop] = cls(loop)
+        return alarms
+
+    @classmethod
+    def slot(cls, at: float) -> float:
+        return math.ceil(at * cls.STEP) / cls.STEP
+
+    def add(self, at: float, subscription: Subscription) -> None:
+        slot = self.slot(at)
+        due = self._due.get(slot)
+        if due is None:
+            due = self._due[slot] = []
+            self._loop.call_at(slot, self._ring, slot)
+        due.append(subscription)
+
+    def _ring(self, slot: float) -> None:
+        for subscription in self._due.pop(slot, ()):
+            # Only if it still waits for this moment (not a later one set since).
+            if subscription._alarm_at and self.slot(subscription._alarm_at) == slot:
+                subscription._alarm_at = 0.0  # the next wait sets another, even if early
+                subscription._wake()
+
+
+_ALARMS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Alarms] = weakref.WeakKeyDictionary()
 
 
 def delivery_counts() -> dict[str, int]:
@@ -236,20 +281,8 @@ class MemoryBroker:
                 self._newest.clear()
             self._newest[room] = (entry_id, seq)
 
-    @asynccontextmanager
-    async def subscribe(self, room: Room, member: str | None = None) -> AsyncIterator[Subscription]:
-        code = room.code
-        subscription = Subscription(self._queue_size, member)
-        self._rooms.setdefault(code, set()).add(subscription)
-        try:
-            yield subscription
-        finally:
-            # Synchronous on purpose: this runs in a cancelled scope on disconnect.
-            subscribers = self._rooms.get(code)
-            if subscribers is not None:
-                subscribers.discard(subscription)
-                if not subscribers:
-                    del self._rooms[code]
+    def subscribe(self, room: Room, member: str | None = None) -> _Subscribed:
+        return _Subscribed(self._rooms, room.code, Subscription(self._queue_size, member))
 
     def close_member(self, room: str, member: str, reason: str) -> None:
         """End every stream `member` has open in `room` (they left)."""
@@ -267,3 +300,29 @@ class MemoryBroker:
 
     def status(self) -> dict[str, Any]:
         return {"kind": "memory", **delivery_counts()}
+
+
+class _Subscribed:
+    """`MemoryBroker.subscribe`: in the room's set from entry to exit. A class, not an
+    async generator: a stream keeps it for its whole life (bench/memory.py)."""
+
+    __slots__ = ("_code", "_rooms", "_subscription")
+
+    def __init__(
+        self, rooms: dict[str, set[Subscription]], code: str, subscription: Subscription
+    ) -> None:
+        self._rooms = rooms
+        self._code = code
+        self._subscription = subscription
+
+    async def __aenter__(self) -> Subscription:
+        self._rooms.setdefault(self._code, set()).add(self._subscription)
+        return self._subscription
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # Nothing awaited: this runs in a cancelled task on disconnect.
+        subscribers = self._rooms.get(self._code)
+        if subscribers is not None:
+            subscribers.discard(self._subscription)
+            if not subscribers:
+                del self._rooms[self._code]

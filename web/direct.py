@@ -10,7 +10,8 @@ things here save a task switch per delivered event and a task per stream:
   else, so order holds.
 - `DisconnectWatch`: the client going away is seen through the request's own
   `receive`, started by hand and resumed by a callback on the future it waits on,
-  instead of by a second task per stream.
+  instead of by a second task per stream (under Sala's uvicorn protocol, by a
+  callback from the protocol itself).
 
 Both work with any ASGI server: when `send` or `receive` is not a plain coroutine
 waiting on asyncio futures (Granian's are native), they fall back to awaiting it
@@ -26,6 +27,8 @@ from types import CoroutineType
 from typing import Any, Generic, TypeVar
 
 from starlette.types import Message, Receive, Send
+
+from web.server import HeadTimeoutProtocol
 
 T = TypeVar("T")
 
@@ -72,6 +75,19 @@ class ChunkWriter:
 _UVICORN_CYCLE = ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle")
 
 
+def _streaming_protocol(receive: Receive) -> HeadTimeoutProtocol | None:
+    """Sala's uvicorn protocol whose current request `receive` belongs to, if it is one
+    and its client is still there."""
+    cycle: Any = getattr(receive, "__self__", None)
+    kind = type(cycle)
+    if (kind.__module__, kind.__qualname__) != _UVICORN_CYCLE or cycle.disconnected:
+        return None
+    protocol = getattr(cycle.on_response, "__self__", None)
+    if isinstance(protocol, HeadTimeoutProtocol) and protocol.cycle is cycle:
+        return protocol
+    return None
+
+
 def write_now(send: Send, frame: bytes) -> Awaitable[None] | None:
     """Send a body chunk now, from the caller's task: None when it was written, else
     what is left of the write, for the stream's task to await."""
@@ -116,19 +132,31 @@ class Rest(Generic[T]):
 
 
 class DisconnectWatch:
-    """Calls `on_gone` once when `receive` says the client disconnected."""
+    """Calls `on_gone` once when `receive` says the client disconnected.
 
-    __slots__ = ("_coroutine", "_on_gone", "_receive", "_task")
+    Under Sala's own uvicorn protocol (web/server.py) no receive waits at all: the
+    protocol calls back when the connection is lost (a coroutine, a future and an
+    event's wait less per stream). It reads uvicorn's `RequestResponseCycle`
+    (`on_response`, `disconnected`); tests/test_stream.py names both.
+    """
+
+    __slots__ = ("_coroutine", "_on_gone", "_protocol", "_receive", "_task")
 
     def __init__(self, receive: Receive, on_gone: Callable[[], None]) -> None:
         self._receive = receive
         self._on_gone: Callable[[], None] | None = on_gone
         self._coroutine: Coroutine[Any, Any, Message] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._listen()
+        self._protocol = _streaming_protocol(receive)
+        if self._protocol is not None:
+            self._protocol.on_lost = self._gone
+        else:
+            self._listen()
 
     def stop(self) -> None:
         self._on_gone = None
+        if self._protocol is not None:
+            self._protocol.on_lost = None
         coroutine, self._coroutine = self._coroutine, None
         if coroutine is not None:
             coroutine.close()

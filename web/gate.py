@@ -22,6 +22,7 @@ import itsdangerous
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from web import i18n, stream
@@ -69,10 +70,11 @@ class Gate:
             match = _EVENTS_PATH.match(scope["path"])
             if match is not None:
                 # Through the scope, not a local: the stream drops it once it has read the
-                # member, and nothing here keeps it for the stream's lifetime.
+                # member. Nothing here is kept for the stream's lifetime (memory).
                 scope["session"] = session or {}
-                del session
-                await self._stream(scope, receive, send, match["code"])
+                response = await self._stream(scope, receive, send, match["code"])
+                del session, headers, match, problem
+                await response(scope, receive, send)
                 return
         if session is None:
             # Signed by our key yet not a session (an older format, a leaked key):
@@ -101,13 +103,13 @@ class Gate:
         response = error_response(Request(scope, receive), status, message)
         await response(scope, receive, _guarded(send))
 
-    async def _stream(self, scope: Scope, receive: Receive, send: Send, code: str) -> None:
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, code: str) -> Response:
+        """The stream's response (or an error page), for the caller to run: called
+        directly, without request_response(), whose send wrapper would run for every
+        chunk of the stream too."""
         scope["app"] = self.app
         scope["path_params"] = {"code": code}
-        # Called directly, without request_response(): its send wrapper would run for
-        # every chunk of the stream too.
-        response = await stream.room_events(Request(scope, receive, send))
-        await response(scope, receive, send)
+        return await stream.room_events(Request(scope, receive, send))
 
     def _read_session(self, scope: Scope) -> dict[str, Any] | None:
         """The session in the cookie; {} without one; None when it is signed but unreadable."""

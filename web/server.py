@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections import deque
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import uvicorn
@@ -31,26 +33,51 @@ DEFAULT_HEADER_TIMEOUT = 10.0
 _TIMEOUT_BODY = b"The request took too long to arrive.\n"
 
 
+class _Pipeline(list[Any]):
+    """uvicorn's queue of pipelined requests as a list: it is nearly always empty, and an
+    empty deque is 760 bytes (a list, 56) on every connection, streams included."""
+
+    __slots__ = ()
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
+def _lighten(event: asyncio.Event) -> None:
+    """An asyncio.Event waits with a deque of waiters (760 bytes empty); it only
+    appends, removes and iterates, which a list does as well (56 bytes). uvicorn keeps
+    two per connection (flow control, the request's messages)."""
+    if isinstance(event._waiters, deque) and not event._waiters:
+        event._waiters = []  # type: ignore[assignment]
+
+
 class HeadTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus a deadline for each request head."""
+    """uvicorn's httptools protocol, plus a deadline for each request head, and lighter
+    containers than uvicorn's own for what a connection keeps while it streams."""
 
     header_timeout: ClassVar[float] = DEFAULT_HEADER_TIMEOUT
     # Slots, not the instance dict: uvicorn's protocol has 28 attributes, and past 30 a
     # dict stops sharing its keys with the others (1.4 KB more per connection).
-    __slots__ = ("_head_begun", "_head_timeout", "_head_timer")
+    __slots__ = ("_head_begun", "_head_timeout", "_head_timer", "on_lost")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if not self.pipeline:
+            self.pipeline = _Pipeline()  # type: ignore[assignment]
         self._head_timeout = self.header_timeout
         self._head_timer: asyncio.TimerHandle | None = None
         # Whether bytes of the next request have arrived: they get a 408, an idle
         # connection is just closed (as the keep-alive timeout would).
         self._head_begun = False
+        # Called once if the connection is lost while a response streams: a stream's
+        # way to learn that its client went (web/direct.py), with no receive waiting.
+        self.on_lost: Callable[[], None] | None = None
 
     def connection_made(  # type: ignore[override]
         self, transport: asyncio.Transport
     ) -> None:
         super().connection_made(transport)
+        _lighten(self.flow._is_writable_event)
         # uvicorn arms no timer at all until a first response: a connection that never
         # sends a byte would otherwise stay open for ever.
         self._arm_head_timer()
@@ -58,6 +85,9 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
         super().connection_lost(exc)
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -71,6 +101,8 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         self._head_begun = False
         super().on_headers_complete()
+        if self.cycle is not None:
+            _lighten(self.cycle.message_event)
 
     def on_response_complete(self) -> None:
         # A request already queued behind this one has its head in full: uvicorn starts

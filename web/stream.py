@@ -22,6 +22,7 @@ after it commits) connects without touching the database.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import weakref
@@ -157,7 +158,7 @@ async def _room_events(request: Request) -> Response:
         _events(state, room, member, after, poll, signal, i18n.current()),
         stall_seconds=state.settings.send_timeout_seconds,
         signal=signal,
-        on_close=lambda: limits.close_stream(member.id, address),
+        on_close=functools.partial(limits.close_stream, member.id, address),
     )
 
 
@@ -200,60 +201,56 @@ class _EventStream(EventSourceResponse):
         self.stalled = False  # the watchdog cancelled it: its reader stopped reading
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # One coroutine from the server to the events: every frame a parked stream
+        # holds is memory (bench/memory.py).
+        watch = None
         try:
+            start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+            await send(start)
+            del start
             if scope["method"] == "HEAD":  # headers only, no stream
-                await send(
-                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-                )
                 await send({"type": "http.response.body", "body": b""})
                 return
             # One task per stream: the client going away is seen by a callback on
             # `receive` (direct.py), and ends the stream through its subscription.
             watch = DisconnectWatch(receive, self.signal.gone)
+            loop = asyncio.get_running_loop()
+            self.signal.send = send
+            self.task = asyncio.current_task()
             try:
-                await self._stream_response(send)
+                _watch(self)
+                async for chunk in self.body_iterator:
+                    self.sending_since = loop.time()
+                    if isinstance(chunk, bytes):
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    else:
+                        await cast(Awaitable[None], chunk)  # the rest of a direct write
+                    self.sending_since = None
+                    del chunk  # not kept while parked
+            except asyncio.CancelledError:
+                if not self.stalled or self.task is None:
+                    raise
+                self.task.uncancel()  # the watchdog's own cancellation, handled here
             finally:
-                watch.stop()
+                _WATCHED.discard(self)
+                # Cut off mid-send, the generator still waits at its yield: close it so
+                # that it unsubscribes and counts its member out.
+                aclose = getattr(self.body_iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            if self.stalled:
+                # The reader stopped reading: drop the connection rather than wait on it.
+                logger.info("closed a stream whose reader stalled for %ss", self.stall_seconds)
+                return
+            self.active = False
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
+            if watch is not None:
+                watch.stop()
             self.on_close()  # counted when the stream was allowed to open
 
-    async def _stream_response(self, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        loop = asyncio.get_running_loop()
-        self.signal.send = send
-        self.task = asyncio.current_task()
-        try:
-            _watch(self)
-            async for chunk in self.body_iterator:
-                self.sending_since = loop.time()
-                if isinstance(chunk, bytes):
-                    message = {"type": "http.response.body", "body": chunk, "more_body": True}
-                    await send(message)
-                else:
-                    await cast(Awaitable[None], chunk)  # the rest of a direct write
-                self.sending_since = None
-        except asyncio.CancelledError:
-            if not self.stalled or self.task is None:
-                raise
-            self.task.uncancel()  # the watchdog's own cancellation, handled here
-        finally:
-            _WATCHED.discard(self)
-            # Cut off mid-send, the generator still waits at its yield: close it so
-            # that it unsubscribes and counts its member out.
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        if self.stalled:
-            # The reader stopped reading: drop the connection rather than wait on it.
-            logger.info("closed a stream whose reader stalled for %ss", self.stall_seconds)
-            return
-        self.active = False
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-
-_WATCHED: weakref.WeakSet[_EventStream] = weakref.WeakSet()
+_WATCHED: set[_EventStream] = set()  # removed by each stream on its way out
 _watchdogs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
     weakref.WeakKeyDictionary()
 )
@@ -366,6 +363,7 @@ async def _events(
             # (htmx only reads `retry:` from an event with data).
             head = f": sala room {room.code}\nretry: {retry_ms}\n".encode()
             yield head + (await state.membership.frame(room)).get(language)
+            del head
             if joined:
                 await state.membership.joined(room, member.id, member.name)
 
@@ -420,8 +418,12 @@ async def _events(
                     if now - live.last_write >= half:
                         yield b": heartbeat\n\n"
                         live.last_write = now
+                waiter = subscription.wait(min(deadline, next_tick))
+                if waiter is not None:
+                    await waiter
+                    del waiter
                 try:
-                    events = await subscription.get(min(deadline, next_tick))
+                    events = subscription.take()
                 except SubscriptionClosed:
                     return
                 unfinished = subscription.unfinished
