@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from db.models import Room
-from web.direct import ChunkWriter
+from web.direct import COUNTS
 from web.i18n import Localized
 
 
@@ -64,10 +64,6 @@ class Subscription:
         "member",
         "unfinished",
     )
-    # Events written by their publisher straight to a parked stream, and how many of
-    # those writes a stream's task had to finish (a full socket buffer): /healthz/detail.
-    direct_writes = 0
-    finished_by_task = 0
 
     def __init__(self, maxsize: int, member: str | None = None) -> None:
         self.member = member  # whose stream this is, so that leaving can end it
@@ -99,9 +95,9 @@ class Subscription:
             except Exception:
                 self.close("error")
                 return
-            Subscription.direct_writes += 1
+            COUNTS.direct_writes += 1
             if rest is not None:
-                Subscription.finished_by_task += 1
+                COUNTS.finished_by_task += 1
                 self.unfinished = rest
                 self._wake()
             return
@@ -208,9 +204,9 @@ _ALARMS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Alarms] = weakref
 
 def delivery_counts() -> dict[str, int]:
     return {
-        "direct_writes": Subscription.direct_writes,
-        "chunks_written": ChunkWriter.writes,
-        "finished_by_task": Subscription.finished_by_task,
+        "direct_writes": COUNTS.direct_writes,
+        "chunks_written": COUNTS.chunks_written,
+        "finished_by_task": COUNTS.finished_by_task,
     }
 
 

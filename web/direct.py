@@ -33,6 +33,22 @@ from web.server import HeadTimeoutProtocol
 T = TypeVar("T")
 
 
+class Counts:
+    """How events reached parked streams, for /healthz/detail. Counted on a slotted
+    instance: a class attribute set on every delivery would invalidate the class's
+    attribute cache each time, and slow every other lookup on it."""
+
+    __slots__ = ("chunks_written", "direct_writes", "finished_by_task")
+
+    def __init__(self) -> None:
+        self.direct_writes = 0  # events written by their publisher straight to a stream
+        self.chunks_written = 0  # of which as ready chunks to uvicorn's transport
+        self.finished_by_task = 0  # of which the stream's task had to finish (buffer full)
+
+
+COUNTS = Counts()
+
+
 class ChunkWriter:
     """Writes ready HTTP/1.1 chunks straight to the connection of a response that uvicorn's
     httptools protocol is streaming, chunked: the same bytes its `send` would write,
@@ -46,7 +62,6 @@ class ChunkWriter:
     """
 
     __slots__ = ("_cycle", "_flow", "_transport")
-    writes = 0  # chunks written this way (/healthz/detail)
 
     def __init__(self, cycle: Any) -> None:
         self._cycle = cycle
@@ -68,7 +83,7 @@ class ChunkWriter:
         if self._flow.write_paused or cycle.disconnected or cycle.response_complete:
             return False
         self._transport.write(chunk)
-        ChunkWriter.writes += 1
+        COUNTS.chunks_written += 1
         return True
 
 

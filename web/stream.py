@@ -320,14 +320,30 @@ class _Live:
         return event.frame(self.language) or None
 
     def deliver(self, event: Event) -> Awaitable[None] | None:
-        frame = self.admit(event)
-        if frame is None or self.send is None:
+        """Write the event now (the publisher's pass over the room): once per stream
+        and event, so it looks the frame up once, as a ready chunk where it can."""
+        seq = event.seq
+        if seq is not None:
+            last_seq = self.last_seq
+            if last_seq is not None and seq <= last_seq:
+                return None  # replayed already
+            self.last_seq = seq
+        send = self.send
+        if send is None:
+            return None
+        chunks = self.chunks
+        if chunks is not None:
+            chunk = event.chunk(self.language)
+            if not chunk:
+                return None  # nothing to send (it could not be rendered)
+            self.last_write = self.loop.time()
+            if chunks.write(chunk):
+                return None
+        frame = event.frame(self.language)
+        if not frame:
             return None
         self.last_write = self.loop.time()
-        chunks = self.chunks
-        if chunks is not None and chunks.write(event.chunk(self.language)):
-            return None
-        return write_now(self.send, frame)
+        return write_now(send, frame)
 
 
 async def _events(
