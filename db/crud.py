@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from sqlalchemy import bindparam, delete, func, text, update
+from sqlalchemy import insert as sa_insert
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -72,6 +73,8 @@ _KEYS_USED = sa_select(col(Entry.id), col(Entry.room_id), col(Entry.idempotency_
     col(Entry.room_id).in_(bindparam("rooms", expanding=True)),
     col(Entry.idempotency_key).in_(bindparam("keys", expanding=True)),
 )
+_ENTRY_COLUMNS = tuple(c.name for c in Entry.__table__.columns if c.name != "id")  # type: ignore[attr-defined]
+_INSERT_ENTRIES = sa_insert(Entry).returning(col(Entry.id), sort_by_parameter_order=True)
 _ADD_SEQS = (
     update(Room)
     .where(col(Room.id) == bindparam("room"))
@@ -139,9 +142,14 @@ def insert_entries(
     if added:
         params = [{"room": room_id, "added": n} for room_id, n in sorted(added.items())]
         session.connection().execute(_ADD_SEQS, params[0] if len(params) == 1 else params)
-    session.add_all(fresh)
+    if fresh:
+        # Core, not the ORM's unit of work (a third of a post's database time): one
+        # INSERT for the batch, the ids back in the batch's order.
+        rows = [{name: getattr(entry, name) for name in _ENTRY_COLUMNS} for entry in fresh]
+        ids = session.connection().execute(_INSERT_ENTRIES, rows).scalars().all()
+        for entry, entry_id in zip(fresh, ids, strict=True):
+            entry.id = entry_id
     if notify and fresh:
-        session.flush()  # ids, for the payloads
         _notify(session, TIMELINE_CHANNEL, [timeline_payload(e) for e in fresh])
     return results
 
