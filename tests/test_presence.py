@@ -92,3 +92,44 @@ async def test_a_crowd_arriving_gets_few_member_lists_of_bounded_size(
         assert len(last.select("li[data-author]")) == 100
         more = last.select_one("li.more")
         assert more is not None and more.get_text() == "and 21 more"
+
+
+async def test_the_name_index_agrees_with_the_members_it_indexes() -> None:
+    """is_name_taken looks names up in an index kept beside the members (a crowd
+    arriving in a big room must not make every arrival walk the room). Random
+    arrivals, renames, departures and restores: the index answers exactly what a
+    walk over the members present would."""
+    import random
+
+    from web.presence import Presence
+    from web.text import name_key
+
+    async def nothing(room: str, member_id: str, name: str) -> None:
+        pass
+
+    presence = Presence(grace_seconds=0.01, on_leave=nothing)
+    names = ["Ana", "ana", "\u0410NA", "Bo", "Bó", "Cy", "cy "]  # a Cyrillic capital A
+    rooms, ids = ["R1", "R2"], [f"m{i}" for i in range(6)]
+    rng = random.Random(7)
+    for _ in range(600):
+        room, member_id, name = rng.choice(rooms), rng.choice(ids), rng.choice(names)
+        action = rng.random()
+        if action < 0.4:
+            presence.connect(room, member_id, name)
+        elif action < 0.6:
+            presence.disconnect(room, member_id)
+        elif action < 0.75:
+            presence.leave_now(room, member_id)
+        elif action < 0.85:
+            presence.restore(room, member_id, name, 0.005)
+        else:
+            await anyio.sleep(0.006)  # graces run out: members leave
+        for asked_room in rooms:
+            members = presence._rooms.get(asked_room, {})
+            for asked in names:
+                for asker in [None, *ids]:
+                    walked = any(
+                        other != asker and m.key == name_key(asked) for other, m in members.items()
+                    )
+                    assert presence.is_name_taken(asked_room, asked, asker) == walked
+    presence.close()

@@ -33,6 +33,10 @@ class Presence:
         self._grace = grace_seconds
         self._on_leave = on_leave
         self._rooms: dict[str, dict[str, _Member]] = {}
+        # Who holds which name key in a room: is_name_taken runs on every post and
+        # every stream opened, so it must not walk the room (a crowd arriving in a
+        # room of thousands would make that quadratic).
+        self._keys: dict[str, dict[str, set[str]]] = {}
         self._versions: dict[str, int] = {}
 
     def connect(self, room: str, member_id: str, name: str) -> bool:
@@ -45,12 +49,15 @@ class Presence:
         member = members.get(member_id)
         if member is None:
             members[member_id] = _Member(name=name, key=name_key(name), streams=1)
+            self._hold_key(room, members[member_id].key, member_id)
             self._changed(room)
             return True
         member.streams += 1
         if member.name != name:
+            self._drop_key(room, member.key, member_id)
             member.name = name
             member.key = name_key(name)
+            self._hold_key(room, member.key, member_id)
             self._changed(room)
         if member.leave_timer is not None:
             member.leave_timer.cancel()
@@ -83,6 +90,7 @@ class Presence:
             return
         member = _Member(name=name, key=name_key(name))
         members[member_id] = member
+        self._hold_key(room, member.key, member_id)
         self._changed(room)
         self._schedule_leave(room, member_id, member, grace_seconds)
 
@@ -93,6 +101,7 @@ class Presence:
         member = members.pop(member_id, None)
         if member is None:
             return None
+        self._drop_key(room, member.key, member_id)
         if member.leave_timer is not None:
             member.leave_timer.cancel()
             member.leave_timer = None
@@ -116,6 +125,7 @@ class Presence:
             return
         member.leave_timer = None
         del members[member_id]
+        self._drop_key(room, member.key, member_id)
         self._changed(room)
         if not members:
             del self._rooms[room]
@@ -133,11 +143,24 @@ class Presence:
 
     def is_name_taken(self, room: str, name: str, member_id: str | None) -> bool:
         """Someone else present (or inside their grace) has a name that looks like it."""
-        wanted = name_key(name)
-        return any(
-            other_id != member_id and member.key == wanted
-            for other_id, member in self._rooms.get(room, {}).items()
-        )
+        holders = self._keys.get(room, {}).get(name_key(name))
+        if not holders:
+            return False
+        return len(holders) > 1 or member_id not in holders
+
+    def _hold_key(self, room: str, key: str, member_id: str) -> None:
+        self._keys.setdefault(room, {}).setdefault(key, set()).add(member_id)
+
+    def _drop_key(self, room: str, key: str, member_id: str) -> None:
+        keys = self._keys.get(room)
+        holders = keys.get(key) if keys is not None else None
+        if keys is None or holders is None:
+            return
+        holders.discard(member_id)
+        if not holders:
+            del keys[key]
+            if not keys:
+                del self._keys[room]
 
     def members(self, room: str) -> list[tuple[str, str]]:
         """(member id, name) of everyone present, by name."""
