@@ -10,6 +10,7 @@ import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -245,3 +246,35 @@ def test_a_failed_batch_takes_no_numbers(tmp_path: Path) -> None:
 def _code(engine: Engine, room_id: int) -> str:
     with engine.connect() as conn:
         return str(conn.exec_driver_sql("SELECT code FROM room WHERE id = ?", (room_id,)).scalar())
+
+
+def test_a_fresh_entry_is_the_entry_its_init_would_build() -> None:
+    """Entry.fresh skips SQLModel's slow table-model __init__ (the timeline builds one
+    per post): the instance must be the same, field for field, and a normal mapped
+    instance (transient, settable, storable)."""
+    from sqlalchemy import inspect
+
+    cases: list[dict[str, Any]] = [
+        {"room_id": 1, "kind": "message", "author_id": "a", "author_name": "Ana", "body": "hi"},
+        {"room_id": 2, "kind": "join", "author_id": "b", "author_name": "Bo"},
+        {
+            "room_id": 3,
+            "kind": "edit",
+            "author_id": "a",
+            "author_name": "Ana",
+            "body": "new",
+            "idempotency_key": "k",
+            "target_id": 7,
+            "reply_to": None,
+        },
+    ]
+    for values in cases:
+        slow, fast = Entry(**values), Entry.fresh(**values)
+        assert sorted(slow.__dict__) == sorted(fast.__dict__)
+        assert slow.model_dump(exclude={"created_at"}) == fast.model_dump(exclude={"created_at"})
+        assert slow.model_fields_set == fast.model_fields_set
+        assert fast.created_at.tzinfo is not None
+        assert inspect(fast).transient
+        fast.seq, fast.id = 5, 9
+        assert (fast.seq, fast.id) == (5, 9)
+        assert inspect(fast).attrs.seq.history.added == [5]

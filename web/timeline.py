@@ -72,7 +72,7 @@ class Timeline:
     ) -> tuple[Entry, bool]:
         """Store an entry and publish it; (entry, False) when the key was seen before."""
         assert room.id is not None
-        entry = Entry(
+        entry = Entry.fresh(
             room_id=room.id,
             kind=kind.value,
             author_id=author_id,
