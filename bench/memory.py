@@ -8,7 +8,7 @@ member (bench.run's `_member`), opened with bench.loadgen.open_streams, and ever
 step waits for each stream's first event, then ~2 s:
 
     rss            Sala (`python -m web`), nothing injected: RSS per stream (VmRSS)
-    rss-nowatch    the same, with `web.stream.DisconnectWatch` replaced by one
+    rss-nowatch    the same, with `web.sse.DisconnectWatch` replaced by one
                    that watches nothing (at 68e7077 it was a task group and a
                    task); an experiment, nothing of it is Sala
     trace          Sala with tracemalloc: Python heap per stream by source, and
@@ -80,7 +80,7 @@ def install_hook() -> None:
 
 
 def _patch_out_watcher() -> None:
-    from web import stream
+    from web import sse
 
     class NoWatch:
         """web.direct.DisconnectWatch watching nothing: a gone client is noticed only
@@ -92,7 +92,7 @@ def _patch_out_watcher() -> None:
         def stop(self) -> None:
             pass
 
-    setattr(stream, "DisconnectWatch", NoWatch)  # noqa: B010
+    setattr(sse, "DisconnectWatch", NoWatch)  # noqa: B010
 
 
 def _on_dump_signal(directory: Path, signum: int, frame: types.FrameType | None) -> None:
@@ -377,7 +377,7 @@ def _group(frames: list[tracemalloc.Frame]) -> str:
     if package.startswith("web/"):
         return "Sala: " + package
     if package == "bench/memory.py":
-        return "Sala: the patched _EventStream.__call__"
+        return "Sala: the patched DisconnectWatch"
     if package == "uvicorn":
         return "uvicorn: " + _function_at(owner.filename, owner.lineno)
     return package

@@ -246,7 +246,7 @@ async def test_the_stream_sends_the_headers_sse_starlette_would() -> None:
     the library gives, so an upgrade that changes them fails here."""
     from sse_starlette import EventSourceResponse
 
-    from web.stream import STREAM_HEADERS, STREAM_RAW_HEADERS
+    from web.sse import STREAM_HEADERS, STREAM_RAW_HEADERS
 
     async def nothing() -> AsyncIterator[bytes]:
         yield b""
