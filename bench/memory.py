@@ -528,18 +528,15 @@ def _print_report(runs: dict[str, dict[str, Any]]) -> None:
         ]
         print("traced / tasks at each step: " + "; ".join(traced))
         print(f"{heap['bytes_per_stream']} B/stream in {heap['blocks_per_stream']} blocks\n")
-        print("by component, B/stream:")
-        for key, value in heap["by_component"]:
-            print(f"  {value:>8} {key}")
-        print("by source (innermost frame outside the standard library), B/stream:")
-        for key, value in heap["by_source"]:
-            print(f"  {value:>8} {key}")
-        print("by allocating package (innermost frame), B/stream:")
-        for key, value in heap["by_allocating_package"]:
-            print(f"  {value:>8} {key}")
-        print("top lines, B/stream:")
-        for key, value in heap["top_lines"]:
-            print(f"  {value:>8} {key}")
+        for title, part in (
+            ("by component", "by_component"),
+            ("by source (innermost frame outside the standard library)", "by_source"),
+            ("by allocating package (innermost frame)", "by_allocating_package"),
+            ("top lines", "top_lines"),
+        ):
+            print(f"{title}, B/stream:")
+            for key, value in heap[part]:
+                print(f"  {value:>8} {key}")
         print(
             f"\nobjects: {objects['objects_per_stream']} gc-tracked objects/stream, "
             f"{objects['tasks_per_stream']} tasks/stream {objects['new_tasks_by_coroutine']}"

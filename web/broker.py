@@ -72,7 +72,7 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         self._alarm_at = 0.0  # when an alarm will wake it (0: none set)
         self.closed: str | None = None
-        # Set by a live stream: while its task is parked in `get` with nothing queued,
+        # Set by a live stream: while its task is parked in `wait` with nothing queued,
         # an event is written by whoever publishes it, in one pass over the room's
         # streams, instead of waking each stream's task to write it.
         self.deliver: Delivery | None = None
@@ -151,13 +151,6 @@ class Subscription:
             raise SubscriptionClosed(self.closed)
         items, self._items = self._items, []
         return items
-
-    async def get(self, until: float) -> list[Event]:
-        """Everything queued (at least one event), or [] at loop time `until`."""
-        waiter = self.wait(until)
-        if waiter is not None:
-            await waiter
-        return self.take()
 
 
 class _Alarms:

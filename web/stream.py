@@ -136,25 +136,25 @@ class _Live:
         self.send = send
         self.chunks = ChunkWriter.for_send(send) if send is not None else None
 
+    def _is_new(self, event: Event) -> bool:
+        """False for an entry sent already (by the replay); counts it as sent otherwise."""
+        seq = event.seq
+        if seq is None:
+            return True
+        if self.last_seq is not None and seq <= self.last_seq:
+            return False
+        self.last_seq = seq
+        return True
+
     def admit(self, event: Event) -> bytes | None:
         """The event's frame in this stream's language, or None if it was sent already."""
-        if event.seq is not None:
-            if self.last_seq is not None and event.seq <= self.last_seq:
-                return None  # replayed already
-            self.last_seq = event.seq
-        return event.frame(self.language) or None
+        return (event.frame(self.language) or None) if self._is_new(event) else None
 
     def deliver(self, event: Event) -> Awaitable[None] | None:
         """Write the event now (the publisher's pass over the room): once per stream
         and event, so it looks the frame up once, as a ready chunk where it can."""
-        seq = event.seq
-        if seq is not None:
-            last_seq = self.last_seq
-            if last_seq is not None and seq <= last_seq:
-                return None  # replayed already
-            self.last_seq = seq
         send = self.send
-        if send is None:
+        if not self._is_new(event) or send is None:
             return None
         chunks = self.chunks
         if chunks is not None:
