@@ -91,3 +91,89 @@ async def test_after_a_restart_the_first_lookup_teaches_the_newest(server: Serve
             said = await ana.say(code, "after the restart")
             text = await first_bytes(ana, code, last_event_id=newest)
             assert f"id: {said.headers['Sala-Entry-Id']}" in text
+
+
+async def raw_stream_start(server: Server, path: str, cookie: str) -> bytes:
+    """The first bytes of a stream read off the socket: the head and the first chunk."""
+    host, port = server.url.removeprefix("http://").split(":")
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nCookie: {cookie}\r\n\r\n"
+    data = b""
+    async with await anyio.connect_tcp(host, int(port)) as sock:
+        await sock.send(request.encode())
+        with anyio.fail_after(5):
+            while b"\r\n\r\n" not in data or b": sala room" not in data:
+                data += await sock.receive()
+    return data
+
+
+async def test_a_stream_starts_with_its_head_and_first_event_in_one_write(
+    server: Server,
+) -> None:
+    """Under uvicorn the head goes out with the first chunk (web/direct.py): the same
+    bytes uvicorn's own `send` writes (it makes them once a second), its access log
+    line included, and chunked like the rest of the stream."""
+
+    def heads_written() -> int:
+        detail = httpx.get(server.url + "/healthz/detail", timeout=5).json()
+        return int(detail["broker"]["heads_written"])
+
+    async with Person(server.url, "Ana") as ana:
+        code = await ana.create_room()
+        cookie = "; ".join(f"{name}={value}" for name, value in ana.client.cookies.items())
+        before = heads_written()
+        starts = [await raw_stream_start(server, f"/rooms/{code}/events", cookie) for _ in range(3)]
+        assert heads_written() - before == 3
+    heads = []
+    for start in starts:
+        head, _, body = start.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        assert lines[0] == b"HTTP/1.1 200 OK"
+        fields = dict(line.split(b": ", 1) for line in lines[1:])
+        assert fields[b"content-type"] == b"text/event-stream; charset=utf-8"
+        assert fields[b"transfer-encoding"] == b"chunked"
+        assert fields[b"server"] == b"uvicorn" and b"date" in fields
+        assert b"content-security-policy" in fields and b"x-accel-buffering" in fields
+        heads.append([line for line in lines if not line.startswith(b"date: ")])
+        size, _, chunk = body.partition(b"\r\n")
+        first = chunk[: int(size, 16)]
+        assert first.startswith(b": sala room ") and first.endswith(b"</details>\n\n")
+        assert chunk[len(first) : len(first) + 2] == b"\r\n"
+    assert heads[0] == heads[1] == heads[2]  # the ones made by uvicorn and the reused
+    log = server.log()
+    assert log.count(f'"GET /rooms/{code}/events HTTP/1.1" 200') >= 3
+
+
+def test_the_gate_reads_sessions_as_starlette_signs_and_parses_them() -> None:
+    """The gate checks the session's signature with its own signer (the key derived
+    once, HMAC in C) and finds the cookie without Starlette's request: both must
+    agree with what Starlette's SessionMiddleware and Request.cookies do."""
+    import itsdangerous
+    from starlette.requests import cookie_parser
+
+    from web.gate import _cookie, _Signer
+
+    signed = itsdangerous.TimestampSigner("a secret").sign(b"eyJ4IjogMX0=")
+    assert _Signer("a secret").unsign(signed, max_age=60) == b"eyJ4IjogMX0="
+    assert _Signer("a secret").sign(b"v").split(b".")[0] == b"v"
+    assert itsdangerous.TimestampSigner("a secret").unsign(_Signer("a secret").sign(b"v")) == b"v"
+    for wrong in (signed[:-1] + (b"A" if signed[-1:] != b"A" else b"B"), b"x" + signed):
+        with pytest.raises(itsdangerous.BadSignature):
+            _Signer("a secret").unsign(wrong, max_age=60)
+    with pytest.raises(itsdangerous.BadSignature):
+        _Signer("another secret").unsign(signed, max_age=60)
+
+    for header in (
+        "session=abc",
+        "a=1; session=abc; b=2",
+        "session=first; session=second",
+        'session="quoted\\"value"',
+        " session = spaced ;x",
+        "nosuchpair; session=abc",
+        "sessionx=1; xsession=2",
+        "session=",
+        "=session; session",
+        "",
+    ):
+        scope = {"headers": [(b"cookie", header.encode("latin-1"))]}
+        assert _cookie(scope, "session") == cookie_parser(header).get("session"), header
+    assert _cookie({"headers": []}, "session") is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import threading
 import time
 from collections import deque
@@ -336,3 +337,77 @@ def test_uvicorn_still_has_what_the_head_timer_relies_on() -> None:
     assert protocol.header_timeout == 3.0
     for attribute in ("loop", "transport", "cycle", "pipeline", "server_state"):
         assert hasattr(protocol, attribute), attribute
+
+
+@pytest.mark.parametrize("loop_factory", ["uvloop", "asyncio"])
+def test_a_connection_is_made_as_uvicorn_makes_it(loop_factory: str) -> None:
+    """web.server's connection_made is uvicorn's, but for where it reads the
+    addresses (the transport's, not a socket object made for the purpose): the
+    protocol must come out the same, on both event loops. An upgrade that changes
+    uvicorn's fails here too."""
+    import inspect
+
+    import uvloop
+
+    body = inspect.getsource(HttpToolsProtocol.connection_made)
+    for line in (
+        "self.connections.add(self)",
+        "self.transport = transport",
+        "self.flow = FlowControl(transport)",
+        "self.server = get_local_addr(transport)",
+        "self.client = get_remote_addr(transport)",
+        'self.scheme = "https" if is_ssl(transport) else "http"',
+        "if self.logger.level <= TRACE_LOG_LEVEL:",
+    ):
+        assert line in body, line
+    # Nothing set that the copy leaves out.
+    assert re.findall(r"self\.(\w+) = ", body) == [
+        "transport",
+        "flow",
+        "server",
+        "client",
+        "scheme",
+    ]
+
+    config = web_server.config(
+        _stream_app, host="127.0.0.1", port=0, log_level="warning", header_timeout=3.0
+    )
+    config.load()
+    loop = uvloop.new_event_loop() if loop_factory == "uvloop" else asyncio.new_event_loop()
+
+    async def made() -> None:
+        transports: list[asyncio.Transport] = []
+
+        class Accept(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                transports.append(transport)  # type: ignore[arg-type]
+
+        server = await loop.create_server(Accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        while not transports:
+            await asyncio.sleep(0.01)
+        ours = web_server.protocol_with(3.0)(
+            config=config, server_state=ServerState(), app_state={}, _loop=loop
+        )
+        theirs = HttpToolsProtocol(
+            config=config, server_state=ServerState(), app_state={}, _loop=loop
+        )
+        ours.connection_made(transports[0])
+        HttpToolsProtocol.connection_made(theirs, transports[0])
+        assert (ours.server, ours.client, ours.scheme) == (
+            theirs.server,
+            theirs.client,
+            theirs.scheme,
+        )
+        assert ours.client == writer.get_extra_info("sockname")
+        assert ours.transport is transports[0] and ours in ours.connections
+        assert type(ours.flow) is type(theirs.flow)
+        ours._cancel_head_timer()
+        writer.close()
+        server.close()
+
+    try:
+        loop.run_until_complete(made())
+    finally:
+        loop.close()

@@ -200,6 +200,7 @@ def delivery_counts() -> dict[str, int]:
         "direct_writes": COUNTS.direct_writes,
         "chunks_written": COUNTS.chunks_written,
         "finished_by_task": COUNTS.finished_by_task,
+        "heads_written": COUNTS.heads_written,
     }
 
 

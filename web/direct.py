@@ -26,7 +26,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import CoroutineType
 from typing import Any, Generic, TypeVar
 
-from starlette.types import Message, Receive, Send
+from starlette.types import Message, Receive, Scope, Send
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from web.server import HeadTimeoutProtocol
 
@@ -38,12 +39,13 @@ class Counts:
     instance: a class attribute set on every delivery would invalidate the class's
     attribute cache each time, and slow every other lookup on it."""
 
-    __slots__ = ("chunks_written", "direct_writes", "finished_by_task")
+    __slots__ = ("chunks_written", "direct_writes", "finished_by_task", "heads_written")
 
     def __init__(self) -> None:
         self.direct_writes = 0  # events written by their publisher straight to a stream
         self.chunks_written = 0  # of which as ready chunks to uvicorn's transport
         self.finished_by_task = 0  # of which the stream's task had to finish (buffer full)
+        self.heads_written = 0  # streams whose head went out with their first chunk
 
 
 COUNTS = Counts()
@@ -88,6 +90,95 @@ class ChunkWriter:
 
 
 _UVICORN_CYCLE = ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle")
+
+_CLOSE = (b"connection", b"close")
+
+
+class _Collected:
+    """Stands in for a transport while uvicorn's `send` writes a response head."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+# The last head made: (uvicorn's default headers, the stream's headers, the bytes).
+# uvicorn renews its default headers once a second (`date`), so this is made again
+# about once a second, by uvicorn's own `send`.
+_last_head: tuple[object, object, bytes] | None = None
+
+
+def write_head_with(
+    send: Send, scope: Scope, headers: list[tuple[bytes, bytes]], chunk: bytes
+) -> bool:
+    """Start a 200 chunked response with `headers` and its first chunk in one write to the
+    connection, under uvicorn's httptools protocol: one socket write, not two, for every
+    stream opened, and the head's bytes (uvicorn's own, header checks included) made
+    once a second rather than per stream; the access log gets uvicorn's line. False,
+    having done nothing, wherever that protocol's `send` would do more (another
+    server, the h11 protocol, a connection to be closed, a client already slow or
+    gone): the caller then sends the head through `send`."""
+    global _last_head
+    cycle: Any = getattr(send, "__self__", None)
+    kind = type(cycle)
+    if (kind.__module__, kind.__qualname__) != _UVICORN_CYCLE:
+        return False
+    if (
+        cycle.response_started
+        or cycle.disconnected
+        or cycle.flow.write_paused
+        or not cycle.keep_alive
+        or scope["method"] != "GET"
+        or _CLOSE in scope["headers"]
+    ):
+        return False
+    last = _last_head
+    if last is not None and last[0] is cycle.default_headers and last[1] is headers:
+        if cycle.access_log:  # as uvicorn's send logs a response it starts
+            own = cycle.scope
+            cycle.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(own),
+                own["method"],
+                get_path_with_query_string(own),
+                own["http_version"],
+                200,
+            )
+        head = last[2]
+        cycle.response_started = True
+        cycle.waiting_for_100_continue = False
+        cycle.chunked_encoding = True
+    else:
+        head = _uvicorn_head(cycle, headers)
+        if cycle.chunked_encoding is not True:  # not for a stream's headers
+            raise RuntimeError("a stream's response must be chunked")
+        _last_head = (cycle.default_headers, headers, head)
+    cycle.transport.write(b"%b%x\r\n%b\r\n" % (head, len(chunk), chunk))
+    COUNTS.heads_written += 1
+    return True
+
+
+def _uvicorn_head(cycle: Any, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The head uvicorn's `send` writes for this response, collected instead of written;
+    the cycle's state is set by that `send` itself."""
+    transport, collected = cycle.transport, _Collected()
+    cycle.transport = collected
+    try:
+        sending = cycle.send({"type": "http.response.start", "status": 200, "headers": headers})
+        try:
+            sending.send(None)
+        except StopIteration:
+            pass
+        else:  # it waited: not when the client reads (checked by the caller)
+            sending.close()
+            raise RuntimeError("uvicorn's send waited while starting a response")
+    finally:
+        cycle.transport = transport
+    return collected.data
 
 
 def _streaming_protocol(receive: Receive) -> HeadTimeoutProtocol | None:

@@ -12,16 +12,19 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 from base64 import b64decode
+from http.cookies import _unquote
 from typing import Any
 from urllib.parse import parse_qs
 
 import itsdangerous
+from itsdangerous.signer import HMACAlgorithm
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +35,7 @@ from web.security import (
     CROSS_SITE_WORDS,
     RAW_SECURITY_HEADERS,
     SAFE_METHODS,
+    header,
     is_cross_site,
     own_origin,
 )
@@ -52,17 +56,16 @@ class Gate:
         self._public_host = self._public_origin.split("://", 1)[1] if self._public_origin else None
         self._cookie = session_cookie
         self._max_age = max_age
-        self._signer = itsdangerous.TimestampSigner(settings.secret_key)
+        self._signer = _Signer(settings.secret_key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
         session = self._read_session(scope)
-        language = i18n.choose(_lang_param(scope), session, headers.get("accept-language"))
+        language = i18n.choose(_lang_param(scope), session, header(scope, b"accept-language"))
         i18n.activate(language)  # this request's task; not reset, so 500 pages have it too
-        problem = self._refusal(scope, headers)
+        problem = self._refusal(scope)
         if problem is not None:
             await self._refuse(scope, receive, send, *problem)
             return
@@ -73,7 +76,7 @@ class Gate:
                 # member. Nothing here is kept for the stream's lifetime (memory).
                 scope["session"] = session or {}
                 response = await self._stream(scope, receive, send, match["code"])
-                del session, headers, match, problem
+                del session, match, problem
                 await response(scope, receive, send)
                 return
         if session is None:
@@ -82,14 +85,15 @@ class Gate:
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"cookie"]
         await self.app(scope, receive, _guarded(send))
 
-    def _refusal(self, scope: Scope, headers: Headers) -> tuple[int, str] | None:
+    def _refusal(self, scope: Scope) -> tuple[int, str] | None:
         if self._public_host is not None and scope["path"] not in _UNGUARDED_HOST_PATHS:
-            host = headers.get("host", "").lower()
+            host = (header(scope, b"host") or "").lower()
             if host != self._public_host and _default_port(host, scope) != self._public_host:
                 return 400, _(
                     "This server only answers for %(origin)s.", origin=self._public_origin
                 )
         if scope["method"] not in SAFE_METHODS:
+            headers = Headers(scope=scope)
             origin = own_origin(headers, scope["scheme"], self._public_origin)
             if is_cross_site(headers, origin):
                 return 403, _(CROSS_SITE_WORDS)
@@ -113,7 +117,7 @@ class Gate:
 
     def _read_session(self, scope: Scope) -> dict[str, Any] | None:
         """The session in the cookie; {} without one; None when it is signed but unreadable."""
-        cookie = HTTPConnection(scope).cookies.get(self._cookie)
+        cookie = _cookie(scope, self._cookie)
         if not cookie:
             return {}
         try:
@@ -125,6 +129,43 @@ class Gate:
         except ValueError:  # not base64, not UTF-8 or not JSON
             return None
         return session if isinstance(session, dict) else None
+
+
+class _Sha1(HMACAlgorithm):
+    """HMAC-SHA1, as itsdangerous signs Starlette's session by default, through the
+    C one-shot `hmac.digest` rather than a pure-Python `hmac.HMAC` per check."""
+
+    def get_signature(self, key: bytes, value: bytes) -> bytes:
+        return hmac.digest(key, value, "sha1")
+
+
+class _Signer(itsdangerous.TimestampSigner):
+    """Checks what SessionMiddleware's signer signs (same key derivation and
+    algorithm), with the key derived once instead of on every check."""
+
+    def __init__(self, secret_key: str) -> None:
+        super().__init__(secret_key, algorithm=_Sha1())
+        self._derived: dict[str | bytes | None, bytes] = {}
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        derived = self._derived.get(secret_key)
+        if derived is None:
+            derived = self._derived[secret_key] = super().derive_key(secret_key)
+        return derived
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    """The cookie `name` as Starlette's `Request.cookies` reads it (the first Cookie
+    header, the last value given for the name, unquoted), without parsing the others."""
+    for key, value in scope["headers"]:
+        if key == b"cookie":
+            found = None
+            for chunk in value.decode("latin-1").split(";"):
+                cookie, sep, content = chunk.partition("=")
+                if sep and cookie.strip() == name:
+                    found = content
+            return None if found is None else _unquote(found.strip())
+    return None
 
 
 class RememberLanguage:

@@ -9,6 +9,7 @@ another site (cross-site request forgery, login CSRF) is refused.
 from __future__ import annotations
 
 from starlette.datastructures import Headers
+from starlette.types import Scope
 
 from web.i18n import N_
 
@@ -40,6 +41,16 @@ CROSS_SITE_WORDS = N_(
     "This form was sent from another site, so Sala did not accept it. "
     "Open Sala itself and send it from there."
 )
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first header `name` (lower case), as Starlette's `Headers.get` gives it,
+    without building a `Headers` (asked on every stream opened)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            found: str = value.decode("latin-1")
+            return found
+    return None
 
 
 def own_origin(headers: Headers, scheme: str, public_origin: str | None) -> str:

@@ -16,10 +16,10 @@ from typing import Any, cast
 import anyio
 from sse_starlette import EventSourceResponse
 from starlette.datastructures import MutableHeaders
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from web.broker import Subscription
-from web.direct import DisconnectWatch
+from web.direct import DisconnectWatch, write_head_with
 from web.security import SECURITY_HEADERS
 
 logger = logging.getLogger(__name__)
@@ -113,10 +113,8 @@ class EventStream(EventSourceResponse):
         # holds is memory (bench/memory.py).
         watch = None
         try:
-            start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-            await send(start)
-            del start
             if scope["method"] == "HEAD":  # headers only, no stream
+                await send(_start(self.raw_headers))
                 await send({"type": "http.response.body", "body": b""})
                 return
             # One task per stream: the client going away is seen by a callback on
@@ -125,10 +123,21 @@ class EventStream(EventSourceResponse):
             loop = asyncio.get_running_loop()
             self.signal.send = send
             self.task = asyncio.current_task()
+            # Under uvicorn the head goes out with the first chunk, in one write; where
+            # that cannot be done, the head goes through `send` first.
+            started = False
             try:
                 _watch(self)
                 async for chunk in self.body_iterator:
                     self.sending_since = loop.time()
+                    if not started:
+                        started = True
+                        if isinstance(chunk, bytes) and write_head_with(
+                            send, scope, self.raw_headers, chunk
+                        ):
+                            self.sending_since = None
+                            continue
+                        await send(_start(self.raw_headers))
                     if isinstance(chunk, bytes):
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     else:
@@ -151,11 +160,17 @@ class EventStream(EventSourceResponse):
                 logger.info("closed a stream whose reader stalled for %ss", self.stall_seconds)
                 return
             self.active = False
+            if not started:  # it ended before its first chunk (the server is stopping)
+                await send(_start(self.raw_headers))
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             if watch is not None:
                 watch.stop()
             self.on_close()  # counted when the stream was allowed to open
+
+
+def _start(headers: list[tuple[bytes, bytes]]) -> Message:
+    return {"type": "http.response.start", "status": 200, "headers": headers}
 
 
 _WATCHED: set[EventStream] = set()  # removed by each stream on its way out

@@ -30,6 +30,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Send
@@ -43,7 +44,7 @@ from web.i18n import _
 from web.identity import Member
 from web.limits import TOO_MANY_STREAMS, Limit, limit_words
 from web.responses import error_response
-from web.security import SECURITY_HEADERS
+from web.security import SECURITY_HEADERS, header
 from web.sse import EventStream, StreamSignal
 from web.state import AppState, app_state
 from web.text import parse_id
@@ -56,12 +57,12 @@ class _Cursor:
     after: int | None
 
 
-def _parse_cursor(request: Request) -> _Cursor | str:
+def _parse_cursor(request: Request, query: QueryParams | None) -> _Cursor | str:
     """Last-Event-ID wins over ?after= (htmx reconnects to the original URL)."""
-    header = parse_id(request.headers.get("last-event-id"))
-    if header is not None:
-        return _Cursor(header)
-    after = request.query_params.get("after")
+    last_id = parse_id(header(request.scope, b"last-event-id"))
+    if last_id is not None:
+        return _Cursor(last_id)
+    after = query.get("after") if query is not None else None
     if after is None or after.strip() == "":
         return _Cursor(None)
     cursor = parse_id(after)
@@ -80,7 +81,8 @@ async def room_events(request: Request) -> Response:
 
 async def _room_events(request: Request) -> Response:
     state = app_state(request)
-    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+    site = header(request.scope, b"sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
         # Another site cannot make a visitor appear in a room (a top-level GET joins).
         return error_response(request, 403, _("Open the room from Sala itself."))
     checked = await room_for_member(request)
@@ -90,7 +92,9 @@ async def _room_events(request: Request) -> Response:
     taken = await refuse_if_name_taken(request, room, member)
     if taken is not None:
         return taken
-    cursor = _parse_cursor(request)
+    # Most streams have no query string (reconnects carry Last-Event-ID): not parsed then.
+    query = request.query_params if request.scope["query_string"] else None
+    cursor = _parse_cursor(request, query)
     if isinstance(cursor, str):
         return error_response(request, 400, cursor, code=room.code)
     limits = state.limits
@@ -101,7 +105,7 @@ async def _room_events(request: Request) -> Response:
     if not limits.open_stream(member.id, address):
         return error_response(request, 429, _(TOO_MANY_STREAMS), wait=5)
     after = cursor.after
-    poll = request.query_params.get("mode") == "poll"
+    poll = query is not None and query.get("mode") == "poll"
     # The server keeps the scope as long as the stream is open; the session is not
     # needed from here on.
     request.scope.pop("session", None)
