@@ -10,7 +10,7 @@ from typing import Self, TypeVar
 
 import anyio
 import httpx
-from anyio.abc import TaskGroup
+from anyio.abc import SocketStream, TaskGroup
 from bs4 import BeautifulSoup, Tag
 
 T = TypeVar("T")
@@ -319,3 +319,25 @@ class Follower:
         with anyio.fail_after(timeout):
             while not set(ids) <= set(self.ids):
                 await anyio.sleep(0.02)
+
+
+async def open_bare_stream(url: str, path: str, cookie: str) -> tuple[SocketStream, bytes]:
+    """A stream opened on a bare socket and read up to its first event (the member
+    list): the socket, still open, and the bytes read (the head included)."""
+    host, port = url.removeprefix("http://").split(":")
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nCookie: {cookie}\r\n\r\n"
+    sock = await anyio.connect_tcp(host, int(port))
+    data = b""
+    try:
+        await sock.send(request.encode())
+        with anyio.fail_after(5):
+            while b"\r\n\r\n" not in data or b"</details>" not in data:
+                data += await sock.receive()
+    except BaseException:
+        await sock.aclose()
+        raise
+    return sock, data
+
+
+def cookie_header(person: Person) -> str:
+    return "; ".join(f"{name}={value}" for name, value in person.client.cookies.items())

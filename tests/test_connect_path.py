@@ -14,7 +14,7 @@ import anyio
 import httpx
 import pytest
 
-from tests.client import Person
+from tests.client import Person, cookie_header, open_bare_stream
 from tests.conftest import Server
 
 pytestmark = pytest.mark.anyio
@@ -95,14 +95,8 @@ async def test_after_a_restart_the_first_lookup_teaches_the_newest(server: Serve
 
 async def raw_stream_start(server: Server, path: str, cookie: str) -> bytes:
     """The first bytes of a stream read off the socket: the head and the first chunk."""
-    host, port = server.url.removeprefix("http://").split(":")
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nCookie: {cookie}\r\n\r\n"
-    data = b""
-    async with await anyio.connect_tcp(host, int(port)) as sock:
-        await sock.send(request.encode())
-        with anyio.fail_after(5):
-            while b"\r\n\r\n" not in data or b": sala room" not in data:
-                data += await sock.receive()
+    sock, data = await open_bare_stream(server.url, path, cookie)
+    await sock.aclose()
     return data
 
 
@@ -119,7 +113,7 @@ async def test_a_stream_starts_with_its_head_and_first_event_in_one_write(
 
     async with Person(server.url, "Ana") as ana:
         code = await ana.create_room()
-        cookie = "; ".join(f"{name}={value}" for name, value in ana.client.cookies.items())
+        cookie = cookie_header(ana)
         before = heads_written()
         starts = [await raw_stream_start(server, f"/rooms/{code}/events", cookie) for _ in range(3)]
         assert heads_written() - before == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -22,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from web import conversation, stream, views
+from web.collector import COLLECTOR
 from web.gate import Gate, RememberLanguage
 from web.i18n import _
 from web.responses import error_response
@@ -41,16 +43,19 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Thousands of long-lived stream objects make the collector's passes costly:
-        # move what exists at start-up out of its way, and collect young objects less often.
-        gc.freeze()
+        # what outlives a young pass is frozen (web/collector.py), and young passes
+        # come less often.
+        COLLECTOR.install()
         gen0, gen1, gen2 = gc.get_threshold()
         gc.set_threshold(max(gen0, 20_000), gen1, gen2)
         await anyio.to_thread.run_sync(state.store.init)
         await state.start()
         app.state.sala = state
+        collecting = asyncio.get_running_loop().create_task(COLLECTOR.run())
         try:
             yield
         finally:
+            collecting.cancel()
             await state.stop()
             state.store.dispose()
 

@@ -19,6 +19,7 @@ from web.access import (
     refuse_if_name_taken,
     room_for_member,
 )
+from web.collector import COLLECTOR
 from web.forms import FormProblem, read_form
 from web.i18n import _
 from web.identity import Member, bind, last_name, member_id, member_in, unbind, visited
@@ -425,6 +426,7 @@ async def healthz_detail(request: Request) -> Response:
             "broker": broker,
             "subscribers": state.broker.subscriber_count(),
             "members": state.membership.count(),
+            "garbage_collector": COLLECTOR.status(),
         }
     )
 
