@@ -15,7 +15,6 @@ import psycopg
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
@@ -24,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from web import conversation, stream, views
 from web.collector import COLLECTOR
-from web.gate import Gate, RememberLanguage
+from web.gate import Gate, RememberLanguage, Sessions
 from web.i18n import _
 from web.responses import error_response
 from web.settings import Settings
@@ -83,7 +82,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     cookie = "__Host-session" if settings.secure_cookie else "session"
     middleware = [
         Middleware(
-            SessionMiddleware,
+            Sessions,
             secret_key=settings.secret_key,
             session_cookie=cookie,
             max_age=SESSION_MAX_AGE,

@@ -17,13 +17,14 @@ import json
 import re
 from base64 import b64decode
 from http.cookies import _unquote
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 import itsdangerous
 from itsdangerous.signer import HMACAlgorithm
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -152,6 +153,30 @@ class _Signer(itsdangerous.TimestampSigner):
         if derived is None:
             derived = self._derived[secret_key] = super().derive_key(secret_key)
         return derived
+
+
+class Sessions(SessionMiddleware):
+    """Starlette's session middleware, signing and checking with the gate's signer
+    (the same signatures, made faster)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        secret_key: str,
+        session_cookie: str,
+        max_age: int,
+        same_site: Literal["lax", "strict", "none"],
+        https_only: bool,
+    ) -> None:
+        super().__init__(
+            app,
+            secret_key=secret_key,
+            session_cookie=session_cookie,
+            max_age=max_age,
+            same_site=same_site,
+            https_only=https_only,
+        )
+        self.signer = _Signer(secret_key)
 
 
 def _cookie(scope: Scope, name: str) -> str | None:
