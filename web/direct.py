@@ -22,6 +22,7 @@ Granian.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import CoroutineType
 from typing import Any, Generic, TypeVar
@@ -138,7 +139,9 @@ def write_head_with(
         return False
     last = _last_head
     if last is not None and last[0] is cycle.default_headers and last[1] is headers:
-        if cycle.access_log:  # as uvicorn's send logs a response it starts
+        # As uvicorn's send logs a response it starts (its arguments only made when
+        # the line is written).
+        if cycle.access_log and cycle.access_logger.isEnabledFor(logging.INFO):
             own = cycle.scope
             cycle.access_logger.info(
                 '%s - "%s %s HTTP/%s" %d',

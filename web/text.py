@@ -194,11 +194,14 @@ def parse_id(raw: str | None) -> int | None:
     return number if number <= ID_MAX else None
 
 
+_CODE_LETTERS = re.compile(f"[{CODE_ALPHABET}]+")
+
+
 def parse_code(raw: str) -> str | None:
     """A room code as typed (any case, with or without the dash): the stored form, or
     None when it cannot be a room code (checked before any query)."""
     code = raw.strip().upper().replace("-", "", 1)
-    if len(code) not in CODE_LENGTHS or not all(ch in CODE_ALPHABET for ch in code):
+    if len(code) not in CODE_LENGTHS or not _CODE_LETTERS.fullmatch(code):
         return None
     return code
 
