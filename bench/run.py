@@ -397,9 +397,32 @@ def units(
     return [partial(posting, concurrency=c, seconds=seconds) for c in sizes["posting"]]
 
 
+def time_wait_sockets() -> int:
+    """TCP sockets in TIME_WAIT on this machine (Linux), 0 where it cannot tell."""
+    try:
+        for line in Path("/proc/net/sockstat").read_text().splitlines():
+            if line.startswith("TCP:"):
+                fields = line.split()
+                return int(fields[fields.index("tw") + 1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def drain_time_wait(most: int = 2000, within: float = 90) -> None:
+    """Wait until the sockets the last unit closed have left TIME_WAIT (60 s on Linux).
+    The client closes its streams, so each unit leaves thousands; tens of thousands
+    of them made every later unit's connects slower (bare server and Sala alike) and
+    its first-event times noisy."""
+    deadline = time.monotonic() + within
+    while time_wait_sockets() > most and time.monotonic() < deadline:
+        time.sleep(1)
+
+
 def measure(
     unit: Callable[[Target], Coroutine[Any, Any, dict[str, Any]]], name: str
 ) -> dict[str, Any]:
+    drain_time_wait()
     with tempfile.TemporaryDirectory() as tmp:
         target = start(name, Path(tmp))
         try:
