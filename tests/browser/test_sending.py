@@ -310,6 +310,9 @@ def test_retry_is_reachable_and_works_from_the_keyboard(pages: Pages, server: Se
             route.continue_()
 
     page.route("**/messages", maybe_lose)
+    # Typed once the field has the caret, as a person would (autofocus lands at the
+    # page's next rendering, which on a busy machine can come after the first key).
+    expect(page.get_by_label("Message")).to_be_focused()
     page.keyboard.type("press retry for me")
     page.keyboard.press("Enter")
     retry = pending(page).get_by_role("button", name="Retry")
