@@ -37,8 +37,7 @@ class Collector:
         self.check_interval = check_interval
         self.min_interval = min_interval
         self.full_collections = 0
-        self.frozen = 0  # objects frozen, as last counted
-        self._baseline = 0  # ... right after the last full collection
+        self._baseline = 0  # objects frozen right after the last full collection
         self._last_full = 0.0
         self._installed = False
 
@@ -50,7 +49,7 @@ class Collector:
         gc.freeze()
         gc.callbacks.append(self._after_pass)
         self._installed = True
-        self.frozen = self._baseline = gc.get_freeze_count()
+        self._baseline = gc.get_freeze_count()
         self._last_full = time.monotonic()
 
     def uninstall(self) -> None:
@@ -67,11 +66,9 @@ class Collector:
     def check(self) -> bool:
         """Run a full collection if the frozen objects grew enough, and not too soon
         after the last one. Counting walks them (about 8 ms per million)."""
-        self.frozen = gc.get_freeze_count()
-        now = time.monotonic()
-        if self.frozen <= self._baseline * (1 + self.growth):
+        if gc.get_freeze_count() <= self._baseline * (1 + self.growth):
             return False
-        if now - self._last_full < self.min_interval:
+        if time.monotonic() - self._last_full < self.min_interval:
             return False
         self.full()
         return True
@@ -82,12 +79,12 @@ class Collector:
         found = gc.collect()
         gc.freeze()
         self.full_collections += 1
-        self.frozen = self._baseline = gc.get_freeze_count()
+        self._baseline = gc.get_freeze_count()
         self._last_full = time.monotonic()
         logger.info(
             "full collection: %d unreachable, %d objects kept, %.0f ms",
             found,
-            self.frozen,
+            self._baseline,
             (self._last_full - started) * 1000,
         )
 

@@ -73,9 +73,8 @@ class ChunkWriter:
 
     @classmethod
     def for_send(cls, send: Send) -> ChunkWriter | None:
-        cycle = getattr(send, "__self__", None)
-        kind = type(cycle)
-        if (kind.__module__, kind.__qualname__) != _UVICORN_CYCLE:
+        cycle = _uvicorn_cycle(send)
+        if cycle is None:
             return None  # another server, or uvicorn's h11 protocol: its state machine
         if getattr(cycle, "chunked_encoding", None) is not True:
             return None
@@ -91,6 +90,15 @@ class ChunkWriter:
 
 
 _UVICORN_CYCLE = ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle")
+
+
+def _uvicorn_cycle(bound: Send | Receive) -> Any:
+    """The httptools protocol's request cycle that `send` or `receive` is a method of,
+    or None (another server, uvicorn's h11 protocol)."""
+    cycle = getattr(bound, "__self__", None)
+    kind = type(cycle)
+    return cycle if (kind.__module__, kind.__qualname__) == _UVICORN_CYCLE else None
+
 
 _CLOSE = (b"connection", b"close")
 
@@ -124,12 +132,10 @@ def write_head_with(
     server, the h11 protocol, a connection to be closed, a client already slow or
     gone): the caller then sends the head through `send`."""
     global _last_head
-    cycle: Any = getattr(send, "__self__", None)
-    kind = type(cycle)
-    if (kind.__module__, kind.__qualname__) != _UVICORN_CYCLE:
-        return False
+    cycle = _uvicorn_cycle(send)
     if (
-        cycle.response_started
+        cycle is None
+        or cycle.response_started
         or cycle.disconnected
         or cycle.flow.write_paused
         or not cycle.keep_alive
@@ -187,9 +193,8 @@ def _uvicorn_head(cycle: Any, headers: list[tuple[bytes, bytes]]) -> bytes:
 def _streaming_protocol(receive: Receive) -> HeadTimeoutProtocol | None:
     """Sala's uvicorn protocol whose current request `receive` belongs to, if it is one
     and its client is still there."""
-    cycle: Any = getattr(receive, "__self__", None)
-    kind = type(cycle)
-    if (kind.__module__, kind.__qualname__) != _UVICORN_CYCLE or cycle.disconnected:
+    cycle = _uvicorn_cycle(receive)
+    if cycle is None or cycle.disconnected:
         return None
     protocol = getattr(cycle.on_response, "__self__", None)
     if isinstance(protocol, HeadTimeoutProtocol) and protocol.cycle is cycle:

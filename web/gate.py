@@ -208,15 +208,15 @@ class Sessions(SessionMiddleware):
 def _cookie(scope: Scope, name: str) -> str | None:
     """The cookie `name` as Starlette's `Request.cookies` reads it (the first Cookie
     header, the last value given for the name, unquoted), without parsing the others."""
-    for key, value in scope["headers"]:
-        if key == b"cookie":
-            found = None
-            for chunk in value.decode("latin-1").split(";"):
-                cookie, sep, content = chunk.partition("=")
-                if sep and cookie.strip() == name:
-                    found = content
-            return None if found is None else _unquote(found.strip())
-    return None
+    cookies = header(scope, b"cookie")
+    if cookies is None:
+        return None
+    found = None
+    for chunk in cookies.split(";"):
+        cookie, sep, content = chunk.partition("=")
+        if sep and cookie.strip() == name:
+            found = content
+    return None if found is None else _unquote(found.strip())
 
 
 class RememberLanguage:
