@@ -74,7 +74,10 @@ _KEYS_USED = sa_select(col(Entry.id), col(Entry.room_id), col(Entry.idempotency_
     col(Entry.idempotency_key).in_(bindparam("keys", expanding=True)),
 )
 _ENTRY_COLUMNS = tuple(c.name for c in Entry.__table__.columns if c.name != "id")  # type: ignore[attr-defined]
-_INSERT_ENTRIES = sa_insert(Entry).returning(col(Entry.id), sort_by_parameter_order=True)
+# One multi-row INSERT for the batch; each row's id is matched back by (room, seq), which
+# is unique, so the RETURNING rows may come in any order (asking the database for the
+# batch's order made SQLite insert row by row).
+_INSERT_ENTRIES = sa_insert(Entry).returning(col(Entry.id), col(Entry.room_id), col(Entry.seq))
 _ADD_SEQS = (
     update(Room)
     .where(col(Room.id) == bindparam("room"))
@@ -143,12 +146,14 @@ def insert_entries(
         params = [{"room": room_id, "added": n} for room_id, n in sorted(added.items())]
         session.connection().execute(_ADD_SEQS, params[0] if len(params) == 1 else params)
     if fresh:
-        # Core, not the ORM's unit of work (a third of a post's database time): one
-        # INSERT for the batch, the ids back in the batch's order.
+        # Core, not the ORM's unit of work (a third of a post's database time).
         rows = [{name: getattr(entry, name) for name in _ENTRY_COLUMNS} for entry in fresh]
-        ids = session.connection().execute(_INSERT_ENTRIES, rows).scalars().all()
-        for entry, entry_id in zip(fresh, ids, strict=True):
-            entry.id = entry_id
+        ids = {
+            (room_id, seq): i
+            for i, room_id, seq in session.connection().execute(_INSERT_ENTRIES, rows)
+        }
+        for entry in fresh:
+            entry.id = ids[(entry.room_id, entry.seq)]
     if notify and fresh:
         _notify(session, TIMELINE_CHANNEL, [timeline_payload(e) for e in fresh])
     return results

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlmodel import Session, col, select
 from db import crud
 from db.engine import init_db, make_engine
 from db.models import Entry, EntryKind, Room
+from db.sqlite_writes import SqliteWrites
 from db.store import Store
 from tests.client import Person
 from tests.conftest import ServerFactory
@@ -132,6 +134,7 @@ def test_writers_with_engines_of_their_own_take_turns_per_room(database_url: str
     same idempotency key at once: it is stored once, and all of them get that one."""
     setup = make_engine(database_url)
     init_db(setup)
+    fast = SqliteWrites(setup) if setup.dialect.name == "sqlite" else None
     with Session(setup) as session:
         rooms = [crud.create_room(session=session).id for _ in range(2)]
     a, b = (r for r in rooms if r is not None)
@@ -150,8 +153,14 @@ def test_writers_with_engines_of_their_own_take_turns_per_room(database_url: str
                     _message(b, f"w{writer} r{round_} third"),
                 ]
                 start.wait(timeout=10)
-                with Session(engine, expire_on_commit=False) as session:
-                    results = crud.create_entries(session=session, entries=batch)
+                if fast is not None and writer % 2:
+                    # On SQLite half the writers take the driver's own path: the two
+                    # paths take turns under one write lock.
+                    assert SqliteWrites.takes(batch)
+                    results = SqliteWrites(engine).create_entries(batch)
+                else:
+                    with Session(engine, expire_on_commit=False) as session:
+                        results = crud.create_entries(session=session, entries=batch)
                 assert [r[1] for r in results][:2] == [True, True]
                 assert all(entry.seq is not None for entry, _ in results)
                 with lock:
@@ -241,6 +250,99 @@ def test_a_failed_batch_takes_no_numbers(tmp_path: Path) -> None:
             crud.create_entries(session=session, entries=[_message(room + 1, "nowhere")])
     finally:
         engine.dispose()
+
+
+def test_the_sqlite_write_path_stores_what_the_general_one_does(tmp_path: Path) -> None:
+    """Every post on SQLite goes through db/sqlite_writes.py; crud.create_entries is
+    the general path (and PostgreSQL's). The same batches through either, into two
+    databases, leave the same rows, answer the same (id, seq, is_new), and find the
+    same words. Batches the fast path does not take (a key used before or twice in the
+    batch, a reply, an edit) go to the general path, with the same answers."""
+    engines = [make_engine(f"sqlite:///{tmp_path / name}.db") for name in ("fast", "general")]
+    answers: list[list[list[tuple[int | None, int | None, bool]]]] = []
+    tables: list[list[list[tuple[Any, ...]]]] = []
+    try:
+        for engine in engines:
+            init_db(engine)
+            with Session(engine) as session:
+                for _ in range(3):
+                    crud.create_room(session=session)
+            with engine.begin() as conn:  # ids that were used before and deleted stay unused
+                conn.exec_driver_sql("UPDATE sqlite_sequence SET seq = 20 WHERE name = 'entry'")
+        moment = datetime(2026, 12, 1, 12, 30, 5, 123456, tzinfo=UTC)
+
+        def batches() -> list[list[Entry]]:
+            def message(
+                room: int, body: str, key: str | None = None, to: int | None = None
+            ) -> Entry:
+                return Entry(
+                    room_id=room,
+                    kind="message",
+                    body=body,
+                    idempotency_key=key,
+                    reply_to=to,
+                    author_id="m-ana",
+                    author_name="Ana",
+                    created_at=moment,
+                )
+
+            return [
+                [message(2, "one"), message(1, "two <b>&"), message(3, "três 🙂", key="k1")],
+                [message(1, "olá mundo", key="k2"), message(2, "join?")],
+                [message(1, "retry", key="k2"), message(3, "new")],  # a key seen before
+                [message(2, "same", key="k3"), message(2, "same", key="k3")],  # twice
+                [message(1, "a reply", to=22)],
+                [
+                    Entry(
+                        room_id=1,
+                        kind="edit",
+                        body="dois",
+                        target_id=22,
+                        author_id="m-ana",
+                        author_name="Ana",
+                        created_at=moment,
+                    )
+                ],
+                [
+                    Entry(
+                        room_id=3,
+                        kind="join",
+                        author_id="m-bo",
+                        author_name="Bo",
+                        created_at=moment,
+                    )
+                ],
+            ]
+
+        takes = [SqliteWrites.takes(batch) for batch in batches()]
+        assert takes == [True, True, True, False, False, False, True]
+        for engine, path in zip(engines, ("fast", "general"), strict=True):
+            results = []
+            for batch in batches():
+                if path == "fast" and SqliteWrites.takes(batch):
+                    stored = SqliteWrites(engine).create_entries(batch)
+                else:
+                    with Session(engine, expire_on_commit=False) as session:
+                        stored = crud.create_entries(session=session, entries=batch)
+                results.append([(entry.id, entry.seq, new) for entry, new in stored])
+            answers.append(results)
+            queries = [
+                "SELECT * FROM entry ORDER BY id",
+                "SELECT id, last_seq FROM room ORDER BY id",  # (codes are random)
+                "SELECT * FROM sqlite_sequence ORDER BY name",
+                "SELECT rowid FROM entry_fts WHERE entry_fts MATCH 'mundo OR dois' ORDER BY 1",
+            ]
+            with engine.connect() as conn:
+                tables.append([[tuple(row) for row in conn.exec_driver_sql(q)] for q in queries])
+        assert answers[0] == answers[1]
+        assert answers[0][0] == [(21, 1, True), (22, 1, True), (23, 1, True)]
+        assert answers[0][2][0] == (24, 2, False)
+        assert tables[0] == tables[1]
+        assert tables[0][3] == [(22,), (24,)]
+        _assert_numbered(engines[0])
+    finally:
+        for engine in engines:
+            engine.dispose()
 
 
 def _code(engine: Engine, room_id: int) -> str:
