@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Engine, Table
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from db import crud
@@ -56,6 +57,7 @@ class SqliteWrites:
         """`crud.create_entries` for a batch that `takes` accepts; (entry, True) each."""
         if not entries:
             return []
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
@@ -69,6 +71,10 @@ class SqliteWrites:
                 raise
             if not stored:
                 connection.rollback()
+        except dbapi_error as exc:
+            # As SQLAlchemy raises it on the other path: "database is locked" is then
+            # an OperationalError that the app answers with 503 and Retry-After.
+            raise DBAPIError.instance(None, None, exc, dbapi_error) from exc
         finally:
             connection.close()  # back to the pool
         if stored:

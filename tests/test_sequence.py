@@ -6,6 +6,7 @@ without a gap or a repeat, in id order, and room.last_seq is the newest number.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +16,8 @@ from typing import Any
 
 import anyio
 import pytest
-from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
 from db import crud
@@ -29,6 +30,7 @@ from tests.conftest import ServerFactory
 from tests.test_migrations import ENTRIES, ROOMS, _make_legacy, _rows
 from tests.test_migrations import database_url as database_url  # SQLite and PostgreSQL
 from tests.test_postgres import postgres_url as postgres_url  # a fresh database per test
+from web.app import _unreachable
 
 POSTERS = 8
 MESSAGES = 50  # each, half in either room
@@ -343,6 +345,35 @@ def test_the_sqlite_write_path_stores_what_the_general_one_does(tmp_path: Path) 
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_a_locked_sqlite_database_is_an_outage_on_the_fast_path_too(tmp_path: Path) -> None:
+    """Another writer holding SQLite's write lock past the busy timeout: the fast path
+    raises what SQLAlchemy's raises (an OperationalError the app answers with 503 and
+    Retry-After, tests/test_pg_broker.py), and stores nothing."""
+    url = f"sqlite:///{tmp_path / 'sala.db'}"
+    setup = make_engine(url)
+    impatient = create_engine(url, connect_args={"timeout": 0.2})
+    holder = sqlite3.connect(tmp_path / "sala.db", isolation_level=None)
+    try:
+        init_db(setup)
+        with Session(setup) as session:
+            room = crud.create_room(session=session).id
+        assert room is not None
+        batch = [_message(room, "while locked", key="k-locked")]
+        assert SqliteWrites.takes(batch)
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError, match="database is locked") as raised:
+            SqliteWrites(impatient).create_entries(batch)
+        assert _unreachable(raised.value)
+        holder.execute("ROLLBACK")
+        assert _numbering(setup) == ({}, {_code(setup, room): 0})
+        ((stored, is_new),) = SqliteWrites(impatient).create_entries(batch)
+        assert (stored.seq, is_new) == (1, True)
+    finally:
+        holder.close()
+        impatient.dispose()
+        setup.dispose()
 
 
 def _code(engine: Engine, room_id: int) -> str:
