@@ -73,7 +73,8 @@ _KEYS_USED = sa_select(col(Entry.id), col(Entry.room_id), col(Entry.idempotency_
     col(Entry.room_id).in_(bindparam("rooms", expanding=True)),
     col(Entry.idempotency_key).in_(bindparam("keys", expanding=True)),
 )
-_ENTRY_COLUMNS = tuple(c.name for c in Entry.__table__.columns if c.name != "id")  # type: ignore[attr-defined]
+# The columns an insert gives (all but the id); db/sqlite_writes.py inserts the same.
+ENTRY_COLUMNS = tuple(c.name for c in Entry.__table__.columns if c.name != "id")  # type: ignore[attr-defined]
 # One multi-row INSERT for the batch; each row's id is matched back by (room, seq), which
 # is unique, so the RETURNING rows may come in any order (asking the database for the
 # batch's order made SQLite insert row by row).
@@ -147,7 +148,7 @@ def insert_entries(
         session.connection().execute(_ADD_SEQS, params[0] if len(params) == 1 else params)
     if fresh:
         # Core, not the ORM's unit of work (a third of a post's database time).
-        rows = [{name: getattr(entry, name) for name in _ENTRY_COLUMNS} for entry in fresh]
+        rows = [{name: getattr(entry, name) for name in ENTRY_COLUMNS} for entry in fresh]
         ids = {
             (room_id, seq): i
             for i, room_id, seq in session.connection().execute(_INSERT_ENTRIES, rows)

@@ -33,17 +33,15 @@ class SqliteWrites:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         table: Table = Entry.__table__  # type: ignore[attr-defined]
-        columns = [column for column in table.columns if column.name != "id"]
-        self._names = [column.name for column in columns]
-        # The columns' own conversions (a datetime to SQLAlchemy's stored text, say), so
-        # that rows read back exactly as the other path's.
         dialect = engine.dialect
-        processors = [
-            column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns
+        # Each column with its own conversion (a datetime to SQLAlchemy's stored text,
+        # say), so that rows read back exactly as the other path's.
+        self._columns: list[tuple[str, Callable[[Any], Any] | None]] = [
+            (name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in crud.ENTRY_COLUMNS
         ]
-        self._processors: Sequence[Callable[[Any], Any] | None] = processors
-        self._insert = f"INSERT INTO entry ({', '.join(self._names)}) VALUES "
-        self._row = "(" + ", ".join("?" * len(columns)) + ")"
+        self._insert = f"INSERT INTO entry ({', '.join(crud.ENTRY_COLUMNS)}) VALUES "
+        self._row = "(" + ", ".join("?" * len(crud.ENTRY_COLUMNS)) + ")"
 
     @staticmethod
     def takes(entries: Sequence[Entry]) -> bool:
@@ -119,9 +117,8 @@ class SqliteWrites:
             [*(value for pair in added for value in pair), *room_ids],
         )
         values: list[Any] = []
-        pairs = list(zip(self._names, self._processors, strict=True))
         for entry in fields:
-            for name, process in pairs:
+            for name, process in self._columns:
                 value = entry.get(name)
                 values.append(value if process is None or value is None else process(value))
         # One statement, one step. The ids are consecutive, in the rows' order: the table
