@@ -247,6 +247,11 @@ async def test_errors_come_in_the_readers_language(server: Server) -> None:
         await ana.client.get(f"/rooms/{code}?lang=en")
         empty = await ana.say(code, "   ")
         assert "Write something before sending." in empty.text
+        # A post's ?lang= sticks as a page's does.
+        switched = await ana.client.post(f"/rooms/{code}/messages?lang=pt-BR", data={"text": ""})
+        assert "Escreva algo antes de enviar." in switched.text
+        assert "Escreva algo antes de enviar." in (await ana.say(code, "   ")).text
+        await ana.client.get(f"/rooms/{code}?lang=en")
         other = await ana.client.post(
             f"/rooms/{code}/messages",
             data={"text": "oi"},

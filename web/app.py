@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         Route("/healthz", views.healthz, methods=["GET"]),
         Route("/healthz/detail", views.healthz_detail, methods=["GET"]),
         Route("/rooms/{code}", views.room_page, methods=["GET"]),
+        # Served by the gate (gate.py), unless the query sets a language.
         Route("/rooms/{code}/messages", views.post_message, methods=["POST"]),
         Route("/rooms/{code}/messages", views.history, methods=["GET"]),
         Route("/rooms/{code}/leave", views.leave, methods=["POST"]),
