@@ -52,24 +52,28 @@ def test_what_outlives_a_pass_is_frozen_and_cycles_wait_for_a_full_collection(
     del plain  # frozen, but not in a cycle: freed by reference counting at once
     assert freed() is None
 
+    ballast = [[n] for n in range(300_000)]  # memory grows (some 30 MB)
     assert collector.check() is True  # grew since the last full collection
     assert cycle() is None
     assert collector.full_collections == 1
     assert collector.check() is False  # nothing grew since
+    assert len(ballast) == 300_000
 
 
 def test_a_full_collection_waits_for_growth_and_its_interval() -> None:
     collector = Collector(growth=0.25, check_interval=1, min_interval=3600)
     try:
         collector.install()
+        collector.min_interval = 0
         kept = [[n] for n in range(1000)]
         gc.collect(0)
         assert collector.check() is False  # grown by far less than a quarter
-        collector.growth = 0.0
+        collector.growth, collector.min_interval = 0.0, 3600
+        kept += [[n] for n in range(300_000)]  # some 30 MB more
         assert collector.check() is False  # grown, but the last one was just now
         collector.min_interval = 0
         assert collector.check() is True
-        assert len(kept) == 1000
+        assert len(kept) == 301_000
     finally:
         collector.uninstall()
         gc.unfreeze()

@@ -11,11 +11,16 @@ counting, not in cycles.
 So here the old generations stay empty. After every pass, what survived it is frozen
 (`gc.freeze()`: kept where no pass looks, freed as usual when its last reference
 goes). Garbage in reference cycles among frozen objects is left for a full
-collection (unfreeze, collect, freeze again), run when the frozen objects have grown
-by a quarter since the last one (CPython's own rule for its oldest generation), at
-most once per `min_interval` seconds, as checked every `check_interval` seconds.
-The cost: cyclic garbage that outlives a young pass waits longer to be freed (at
-most a quarter of the heap, as with CPython's rule).
+collection (unfreeze, collect, freeze again), run when the process's memory has
+grown by a quarter since the last one (CPython's rule for its oldest generation
+counts objects instead), at most once per `min_interval` seconds, as checked every
+`check_interval` seconds. The cost: cyclic garbage that outlives a young pass waits
+longer to be freed (at most a quarter of the heap, as with CPython's rule).
+
+Memory, not the frozen objects, because counting them walks every one: 65 ms with
+10,000 streams open (bench/README.md, run F), a stall of everything every
+`check_interval`. The resident size is one read of /proc/self/statm; where there is
+none, the objects are counted.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 from typing import Any
 
@@ -37,7 +43,7 @@ class Collector:
         self.check_interval = check_interval
         self.min_interval = min_interval
         self.full_collections = 0
-        self._baseline = 0  # objects frozen right after the last full collection
+        self._baseline = 0  # the size (_size) right after the last full collection
         self._last_full = 0.0
         self._installed = False
 
@@ -49,7 +55,7 @@ class Collector:
         gc.freeze()
         gc.callbacks.append(self._after_pass)
         self._installed = True
-        self._baseline = gc.get_freeze_count()
+        self._baseline = _size()
         self._last_full = time.monotonic()
 
     def uninstall(self) -> None:
@@ -64,11 +70,11 @@ class Collector:
             gc.freeze()
 
     def check(self) -> bool:
-        """Run a full collection if the frozen objects grew enough, and not too soon
-        after the last one. Counting walks them (about 8 ms per million)."""
-        if gc.get_freeze_count() <= self._baseline * (1 + self.growth):
-            return False
+        """Run a full collection if memory grew enough, and not too soon after the
+        last one."""
         if time.monotonic() - self._last_full < self.min_interval:
+            return False
+        if _size() <= self._baseline * (1 + self.growth):
             return False
         self.full()
         return True
@@ -79,10 +85,10 @@ class Collector:
         found = gc.collect()
         gc.freeze()
         self.full_collections += 1
-        self._baseline = gc.get_freeze_count()
+        self._baseline = _size()
         self._last_full = time.monotonic()
         logger.info(
-            "full collection: %d unreachable, %d objects kept, %.0f ms",
+            "full collection: %d unreachable, %d bytes kept, %.0f ms",
             found,
             self._baseline,
             (self._last_full - started) * 1000,
@@ -98,5 +104,17 @@ class Collector:
         """For /healthz/detail (counted now: a walk of the frozen objects)."""
         return {"frozen": gc.get_freeze_count(), "full_collections": self.full_collections}
 
+
+def _size() -> int:
+    """The process's resident size in bytes; where /proc is missing, its frozen objects
+    (a walk of them all)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return gc.get_freeze_count()
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 COLLECTOR = Collector()  # the collector is the process's: one policy for it
