@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import time
 from collections.abc import AsyncIterator
 
 import anyio
 import httpx
 import pytest
+from anyio.abc import SocketStream
 
-from tests.client import Person
+from tests.client import Person, cookie_header, open_bare_stream
 from tests.conftest import Server, ServerFactory
 
 pytestmark = pytest.mark.anyio
@@ -140,6 +142,44 @@ async def test_heartbeats_and_the_stream_ends_itself(make_server: ServerFactory)
             await stream.wait_end(timeout=5)
         assert stream.error is None
         assert stream.ended
+
+
+async def test_streams_opened_together_do_not_beat_together(make_server: ServerFactory) -> None:
+    """A crowd's streams opened in the same moment: each still gets a heartbeat within
+    the heartbeat of its last write, but not all in the same instant (a heartbeat a
+    quarter of a second apart or more; in step, 10,000 streams stalled the process for
+    some 60 ms at every beat)."""
+    beat = 1.0
+    server = make_server(heartbeat_seconds=beat, limits="off")  # 30 streams, one member
+    async with Person(server.url, "Ana") as ana:
+        code = await ana.create_room()
+        cookie = cookie_header(ana)
+        opened = [
+            await open_bare_stream(server.url, f"/rooms/{code}/events", cookie) for _ in range(30)
+        ]
+        gaps: list[list[float]] = [[] for _ in opened]
+
+        async def read(n: int, sock: SocketStream, last: float) -> None:
+            data = b""
+            while len(gaps[n]) < 2:
+                data += await sock.receive()
+                while b": heartbeat\n\n" in data:
+                    _, _, data = data.partition(b": heartbeat\n\n")
+                    now = time.monotonic()
+                    gaps[n].append(now - last)
+                    last = now
+
+        try:
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    for n, (sock, _) in enumerate(opened):
+                        tg.start_soon(read, n, sock, time.monotonic())
+        finally:
+            for sock, _ in opened:
+                await sock.aclose()
+    assert all(gap <= beat + 0.1 for each in gaps for gap in each), gaps
+    firsts = [each[0] for each in gaps]
+    assert max(firsts) - min(firsts) >= 0.25, firsts
 
 
 async def test_twenty_posters_times_ten_all_arrive_once_in_order(server: Server) -> None:

@@ -52,6 +52,15 @@ from web.text import parse_id
 REPLAY_BATCH = 500
 
 
+def _quiet_seconds(heartbeat: float) -> float:
+    """How long one stream stays quiet before a heartbeat: between half and nearly all
+    of `heartbeat`, at random. The margin left covers the alarm's rounding up to the
+    next 1/64 s (web/broker.py) and a busy loop's lateness, so that no gap exceeds
+    `heartbeat`."""
+    longest = heartbeat - min(heartbeat / 8, 0.5)
+    return longest * random.uniform(0.5, 1.0)
+
+
 @dataclass(frozen=True, slots=True)
 class _Cursor:
     after: int | None
@@ -247,23 +256,27 @@ async def _events(
             if poll and sent_entries:
                 return
 
-            # Wake at ticks every half heartbeat, and send a heartbeat at a tick when
-            # nothing was written for half a heartbeat: no gap exceeds a heartbeat.
-            half = settings.heartbeat_seconds / 2
+            # A heartbeat when nothing was written for `quiet` seconds, just under a
+            # heartbeat. The stream wakes at `tick`, a moment fixed in advance (events
+            # written meanwhile move no timer), and finds the next one from its last
+            # write. `quiet` differs from stream to stream: a crowd that connected in the
+            # same second would otherwise wake, and write, in the same instant, every
+            # heartbeat, stalling everything else the process does.
             live = _Live(loop, language, last_seq, signal.send)
-            next_tick = live.last_write + half
+            quiet = _quiet_seconds(settings.heartbeat_seconds)
+            tick = live.last_write + quiet
             if not poll and live.send is not None:
                 subscription.deliver = live.deliver  # written to directly while parked
             while True:
                 now = loop.time()
                 if now >= deadline:
                     return
-                if now >= next_tick:
-                    next_tick = now + half
-                    if now - live.last_write >= half:
+                if now >= tick:
+                    if now - live.last_write >= quiet:
                         yield b": heartbeat\n\n"
                         live.last_write = now
-                waiter = subscription.wait(min(deadline, next_tick))
+                    tick = live.last_write + quiet
+                waiter = subscription.wait(min(deadline, tick))
                 if waiter is not None:
                     await waiter
                     del waiter
