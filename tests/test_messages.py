@@ -30,6 +30,12 @@ async def test_htmx_post_answers_a_fresh_form_and_plain_post_redirects(server: S
         assert text_input.has_attr("autofocus")
         key_input = form.select_one("input[name=idempotency_key]")
         assert key_input is not None and key_input["value"] not in ("", "k-1")
+        assert form["action"] == f"/rooms/{code}/messages"
+        # Each room's form posts to its own room (the form is made once for all).
+        other = await ana.create_room()
+        answer = await ana.say(other, "elsewhere")
+        elsewhere = BeautifulSoup(answer.text, "html.parser").select_one("form#message-form")
+        assert elsewhere is not None and elsewhere["action"] == f"/rooms/{other}/messages"
 
         plain = await ana.say(code, "again", htmx=False)
         assert plain.status_code == 303

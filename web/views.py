@@ -323,23 +323,27 @@ async def post_message(request: Request) -> Response:
     return response
 
 
-# The empty message form a successful post answers with is the same for every post to
-# a room in one language but for its new idempotency key: rendered once, the key put in.
+# The empty message form a successful post answers with is the same for every post in
+# one language but for its room's code and its new idempotency key: rendered once per
+# language, the two put in.
 _KEY_SLOT = "\x00key\x00"
-_FRESH_FORMS: dict[tuple[str, str], str] = {}
+_CODE_SLOT = "\x00code\x00"
+_FRESH_FORMS: dict[str, str] = {}
 
 
 def _fresh_form(request: Request, room: Room) -> str:
     language = i18n.current()
-    form = _FRESH_FORMS.get((room.code, language))
+    form = _FRESH_FORMS.get(language)
     if form is None:
         template = app_state(request).templates.env.get_template("_message_form.html")
-        context = {"room": room, "idempotency_key": _KEY_SLOT, "text": "", "form_error": None}
-        form = template.render(context)
-        if len(_FRESH_FORMS) >= 10_000:
-            _FRESH_FORMS.clear()
-        _FRESH_FORMS[(room.code, language)] = form
-    return form
+        context = {
+            "room": {"code": _CODE_SLOT},
+            "idempotency_key": _KEY_SLOT,
+            "text": "",
+            "form_error": None,
+        }
+        form = _FRESH_FORMS[language] = template.render(context)
+    return form.replace(_CODE_SLOT, room.code)
 
 
 async def _form_error(
