@@ -398,7 +398,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def healthz_detail(request: Request) -> Response:
-    """For operators on the machine itself: what this process holds.
+    """For operators on the machine itself: what this process holds (with
+    `?count=frozen`, the collector's frozen objects too: a walk of them all).
 
     Answered only to a loopback peer that no proxy forwarded (nginx adds
     X-Forwarded-For), so it is never public.
@@ -430,7 +431,9 @@ async def healthz_detail(request: Request) -> Response:
             "broker": broker,
             "subscribers": state.broker.subscriber_count(),
             "members": state.membership.count(),
-            "garbage_collector": COLLECTOR.status(),
+            "garbage_collector": COLLECTOR.status(
+                count_frozen=request.query_params.get("count") == "frozen"
+            ),
         }
     )
 
