@@ -33,6 +33,7 @@ COLUMNS = {
         "delivery_p50_ms",
         "delivery_p99_ms",
         "delivered_ratio",
+        "cpu_ms_per_post",
     ],
     "posting": ["concurrency", "posts_per_s", "post_p50_ms", "post_p99_ms"],
     "cluster": [
