@@ -256,8 +256,8 @@ async def _events(
             if poll and sent_entries:
                 return
 
-            # A heartbeat when nothing was written for `quiet` seconds, just under a
-            # heartbeat. The stream wakes at `tick`, a moment fixed in advance (events
+            # A heartbeat when nothing was written for `quiet` seconds (between half and
+            # nearly all of a heartbeat). The stream wakes at `tick`, fixed in advance (events
             # written meanwhile move no timer), and finds the next one from its last
             # write. `quiet` differs from stream to stream: a crowd that connected in the
             # same second would otherwise wake, and write, in the same instant, every
