@@ -27,7 +27,6 @@ import itsdangerous
 from itsdangerous.encoding import base64_decode, bytes_to_int
 from itsdangerous.exc import BadData
 from itsdangerous.signer import HMACAlgorithm
-from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.middleware.sessions import SessionMiddleware
@@ -152,8 +151,8 @@ class Gate:
                 raise
             response = await handler(request, exc)
             await response(scope, receive, _guarded(send))
-            if not isinstance(exc, OperationalError):
-                raise  # as Starlette's error middleware does: the server logs it
+            if handler is self.app.exception_handlers.get(Exception):
+                raise  # as Starlette's error middleware does with it: the server logs it
             return
         await response(scope, receive, _guarded(send))
 
