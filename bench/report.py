@@ -13,7 +13,16 @@ from typing import Any
 from bench.run import RESULTS
 
 COLUMNS = {
-    "idle": ["streams", "held", "first_event_p50_ms", "first_event_p99_ms", "memory_per_stream_kb"],
+    "idle": [
+        "streams",
+        "held",
+        "first_event_p50_ms",
+        "first_event_p99_ms",
+        "memory_per_stream_kb",
+        "cpu_us_per_open",
+        "floor_first_event_p99_ms",
+        "floor_cpu_us_per_open",
+    ],
     "fanout": [
         "subscribers",
         "rate_per_s",
@@ -81,6 +90,8 @@ COLUMNS = {
 
 
 def _cell(row: dict[str, Any], key: str) -> str:
+    if key.startswith("floor_"):  # uvicorn alone (bench/floor.py), in idle rows
+        return str(row.get("floor", {}).get(key.removeprefix("floor_"), "-"))
     sala = row["sala"].get(key)
     if sala is None:
         return "-"  # not measured in this row (no cross-process readers on one process)

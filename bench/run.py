@@ -117,12 +117,18 @@ def start(name: str, workdir: Path) -> Target:
         return launch(name, port, sala_command(port), sala_env(workdir), workdir)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     command = [sys.executable, "-m", "bench.baseline", "--port", str(port)]
+    if name == "floor":  # uvicorn as Sala runs it, with an app that only writes a first event
+        command = [
+            *(sys.executable, "-m", "uvicorn", "bench.floor:app", "--host", HOST),
+            *("--port", str(port), "--http", "httptools", "--loop", "uvloop"),
+            *("--log-level", "warning", "--no-access-log"),
+        ]
     return launch(name, port, command, env, workdir)
 
 
 async def _member(target: Target, name: str = "Bench") -> tuple[str, str]:
     """A session cookie and a new room code."""
-    if target.name == "baseline":
+    if target.name in ("baseline", "floor"):
         return "", f"R{random.randrange(10**9)}"
     return await _create_room(target, "", name)
 
@@ -171,7 +177,9 @@ def _ms(seconds: float) -> float:
 async def idle(target: Target, count: int) -> dict[str, Any]:
     cookie, code = await _member(target)
     before = rss_bytes(target.pid)
+    cpu = cpu_seconds(target.pid)
     recorder, transports = await _subscribe(target, [f"/rooms/{code}/events"] * count, cookie)
+    cpu = cpu_seconds(target.pid) - cpu
     await asyncio.sleep(2)
     held = recorder.opened - recorder.closed
     after = rss_bytes(target.pid)
@@ -182,6 +190,9 @@ async def idle(target: Target, count: int) -> dict[str, Any]:
         "first_event_p50_ms": _ms(percentile(recorder.first_event, 50)),
         "first_event_p99_ms": _ms(percentile(recorder.first_event, 99)),
         "memory_per_stream_kb": round((after - before) / max(held, 1) / 1024, 2),
+        # The server's CPU while the streams opened, per stream: steadier from hour to
+        # hour than the p99, which is a queue behind it (bench/README.md).
+        "cpu_us_per_open": round(cpu / max(count, 1) * 1e6, 1),
     }
 
 
@@ -486,6 +497,8 @@ def main() -> None:
             base = measure(unit, "baseline")
             sala = measure(unit, "sala")
             row = {"sala": sala, "baseline": base, "ratio": _ratios(sala, base)}
+            if scenario == "idle":  # and the HTTP server alone (bench/floor.py)
+                row["floor"] = measure(unit, "floor")
             report["scenarios"][scenario].append(row)
             print(json.dumps(row), flush=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
