@@ -299,3 +299,7 @@ async def _events(
         finally:
             # Runs in a cancelled scope when the client goes: nothing here awaits.
             presence.disconnect(room.code, member.id, shutting_down=signal.is_set)
+            # The heartbeat alarm holds the subscription until it rings, up to a
+            # heartbeat from now; through `deliver` it held the whole connection too
+            # (the writer, uvicorn's request and transport: about 5 KB a stream).
+            subscription.deliver = None
