@@ -6,7 +6,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import anyio
 import httpx
@@ -341,3 +341,9 @@ async def open_bare_stream(url: str, path: str, cookie: str) -> tuple[SocketStre
 
 def cookie_header(person: Person) -> str:
     return "; ".join(f"{name}={value}" for name, value in person.client.cookies.items())
+
+
+def health_detail(url: str, query: str = "") -> dict[str, Any]:
+    """The server's `/healthz/detail` (counts and sizes for tests and operators)."""
+    detail: dict[str, Any] = httpx.get(f"{url}/healthz/detail{query}", timeout=5).json()
+    return detail

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from anyio.abc import SocketStream
 
-from tests.client import Person, cookie_header, open_bare_stream
+from tests.client import Person, cookie_header, health_detail, open_bare_stream
 from tests.conftest import ServerFactory
 from web.collector import Collector
 
@@ -90,8 +90,7 @@ async def test_streams_that_end_leave_nothing_frozen_behind(make_server: ServerF
     server = make_server(limits="off", presence_grace_seconds="1", heartbeat_seconds="1")
 
     def frozen() -> int:
-        detail = httpx.get(server.url + "/healthz/detail?count=frozen", timeout=5).json()
-        return int(detail["garbage_collector"]["frozen"])
+        return int(health_detail(server.url, "?count=frozen")["garbage_collector"]["frozen"])
 
     # Counting the frozen objects walks them all: only when asked.
     async with httpx.AsyncClient() as client:

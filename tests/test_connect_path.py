@@ -12,18 +12,16 @@ import re
 import time
 
 import anyio
-import httpx
 import pytest
 
-from tests.client import Person, cookie_header, open_bare_stream
+from tests.client import Person, cookie_header, health_detail, open_bare_stream
 from tests.conftest import Server
 
 pytestmark = pytest.mark.anyio
 
 
 def database_calls(server: Server) -> int:
-    detail = httpx.get(server.url + "/healthz/detail", timeout=5).json()
-    return int(detail["database_calls"])
+    return int(health_detail(server.url)["database_calls"])
 
 
 async def first_bytes(person: Person, code: str, **cursor: int) -> str:
@@ -109,8 +107,7 @@ async def test_a_stream_starts_with_its_head_and_first_event_in_one_write(
     line included, and chunked like the rest of the stream."""
 
     def heads_written() -> int:
-        detail = httpx.get(server.url + "/healthz/detail", timeout=5).json()
-        return int(detail["broker"]["heads_written"])
+        return int(health_detail(server.url)["broker"]["heads_written"])
 
     async with Person(server.url, "Ana") as ana:
         code = await ana.create_room()

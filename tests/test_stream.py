@@ -12,7 +12,7 @@ import httpx
 import pytest
 from anyio.abc import SocketStream
 
-from tests.client import Person, cookie_header, open_bare_stream
+from tests.client import Person, cookie_header, health_detail, open_bare_stream
 from tests.conftest import Server, ServerFactory
 
 pytestmark = pytest.mark.anyio
@@ -193,8 +193,7 @@ async def test_closed_streams_free_their_connections_before_their_next_heartbeat
     server = make_server(limits="off", presence_grace_seconds="0.5", heartbeat_seconds="120")
 
     def resident() -> int:
-        detail = httpx.get(server.url + "/healthz/detail", timeout=5).json()
-        return int(detail["garbage_collector"]["resident_bytes"])
+        return int(health_detail(server.url)["garbage_collector"]["resident_bytes"])
 
     async with Person(server.url, "Ana") as ana:
         code = await ana.create_room()
