@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import targets
 from bench.run import RESULTS
 
 COLUMNS = {
@@ -111,6 +112,10 @@ def render(report: dict[str, Any]) -> str:
         "",
         "Each cell: Sala (baseline; ratio). Ratios: baseline ÷ Sala for times and CPU, "
         "Sala ÷ baseline for rates. In the cluster tables the baseline is one process.",
+        "",
+        "### Performance II targets",
+        "",
+        targets.render(report).rstrip("\n"),
     ]
     for scenario, rows in report["scenarios"].items():
         for table, part in _tables(scenario, rows):

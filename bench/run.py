@@ -1,7 +1,7 @@
 """Sala's benchmark, with a bare asyncio baseline measured in the same run.
 
     python -m bench.run --quick          # what `make bench` runs: small sizes, a few minutes
-    python -m bench.run                  # full sizes: 10k/19.5k idle streams, 5,000 subscribers
+    python -m bench.run                  # full sizes: 6k/10k/19.5k idle streams, 5,000 subscribers
     python -m bench.run --only fanout    # one scenario: idle, fanout, rooms, posting, cluster
 
 Servers run as subprocesses on free ports (Sala on a fresh SQLite file, with the
@@ -350,7 +350,7 @@ SIZES: dict[str, dict[str, Any]] = {
         },
     },
     "full": {
-        "idle": [10000, 19500],
+        "idle": [6000, 10000, 19500],
         "fanout": [(s, r) for s in (1, 100, 1000, 5000) for r in (1, 10)],
         "fanout_languages": [(1000, 10), (5000, 10)],
         "fanout_seconds": 10,
@@ -502,7 +502,10 @@ def main() -> None:
             report["scenarios"][scenario].append(row)
             print(json.dumps(row), flush=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    print(f"wrote {args.output}\n")
+    from bench import targets
+
+    print(targets.render(report), end="")
 
 
 if __name__ == "__main__":
