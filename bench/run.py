@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from bench import targets
 from bench.loadgen import (
     Poster,
     Recorder,
@@ -503,8 +504,6 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.output}\n")
-    from bench import targets
-
     print(targets.render(report), end="")
 
 
