@@ -365,3 +365,82 @@ def test_phone_screenshots(pages: Pages, make_server: ServerFactory, screenshot_
     page.wait_for_timeout(100)
     assert_phone_layout(page)
     page.screenshot(path=str(screenshot_dir / "phone-keyboard.png"), caret="initial")
+
+
+def _height(locator: Locator) -> float:
+    return box(locator)["height"]
+
+
+def test_a_long_message_folds_until_its_reader_opens_it(
+    pages: Pages, make_server: ServerFactory
+) -> None:
+    """A wall of text or a few hundred empty lines would fill every reader's screen many
+    times over: past about 24rem a message shows its first lines and "Read more", in the
+    reader's language; what a reader opened stays open as the conversation moves on.
+    The whole text is on the page all along, and without JavaScript it simply shows."""
+    server = make_server(limits="off")
+    ana = phone(pages, 375, 667)
+    code = enter(ana, server, "Ana")
+    bia = phone(pages, 375, 667, locale="pt-BR")
+    bia.goto(f"{server.url}/?code={code}")
+    bia.get_by_label("Seu nome").fill("Bia")
+    bia.get_by_role("button", name="Entrar").click()
+    bia.wait_for_url("**/rooms/*")
+    lines = "\n".join(str(n) for n in range(400))  # 1,489 characters, 400 lines
+    wall = "W" * 2000  # one unbroken word, wrapped anywhere
+    with member(server, code, "Bo") as bo:
+        post(bo, code, lines)
+        post(bo, code, wall)
+        post(bo, code, "short and sweet")
+
+        folded = ana.locator("#timeline .entry.message .text.clamped")
+        expect(folded).to_have_count(2)
+        expect(ana.get_by_role("button", name="Read more")).to_have_count(2)
+        short = ana.locator("#timeline .entry.message", has_text="short and sweet")
+        expect(short.locator(".more-toggle")).to_have_count(0)
+        expect(bia.get_by_role("button", name="Ler mais")).to_have_count(2)
+
+        first = ana.locator("#timeline .entry.message").filter(has_text="399")
+        text = first.locator(".text")
+        expect(text).to_contain_text("399")  # all of it is there, only folded
+        assert _height(text) <= 16 * 16 + 1, _height(text)
+        assert_phone_layout(ana)
+
+        toggle = first.get_by_role("button", name="Read more")
+        toggle.click()
+        expect(first.get_by_role("button", name="Read less")).to_have_attribute(
+            "aria-expanded", "true"
+        )
+        assert _height(text) > 400 * 10, _height(text)  # every line
+
+        # The conversation moves on (the page reshapes): what Ana opened stays open.
+        post(bo, code, "and another thing")
+        expect(ana.locator("#timeline .entry.message").last).to_contain_text("and another")
+        expect(first.get_by_role("button", name="Read less")).to_be_visible()
+        assert _height(text) > 400 * 10
+
+        first.get_by_role("button", name="Read less").click()
+        expect(first.get_by_role("button", name="Read more")).to_have_attribute(
+            "aria-expanded", "false"
+        )
+        assert _height(text) <= 16 * 16 + 1
+
+        # An edit that makes it short unfolds it for good.
+        bo_entry = first.get_attribute("id")
+        assert bo_entry is not None
+        edited = bo.post(
+            f"/rooms/{code}/messages/{bo_entry.removeprefix('entry-')}/edit",
+            data={"text": "never mind"},
+        )
+        assert edited.status_code == 303, edited.text
+        expect(ana.locator(f"#{bo_entry}")).to_contain_text("never mind")
+        expect(ana.locator(f"#{bo_entry} .more-toggle")).to_have_count(0)
+        expect(ana.locator(f"#{bo_entry} .text.clamped")).to_have_count(0)
+
+    # Without JavaScript nothing folds.
+    nojs = phone(pages, 375, 667, java_script_enabled=False)
+    enter(nojs, server, "Nojs", code)
+    nojs.reload()
+    wall_text = nojs.locator("#timeline .entry.message .text", has_text="WWWW")
+    assert _height(wall_text) > 24 * 16
+    expect(nojs.locator(".more-toggle")).to_have_count(0)

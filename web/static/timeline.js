@@ -1,7 +1,7 @@
 // The shape of the conversation, computed in the reader's browser (time zone and
 // language are theirs, and the stream's fragments are shared by every reader):
-// day separators, messages grouped by author, and runs of joins/leaves folded into
-// one line. Whenever entries come in (live, or older ones on top), it is all
+// day separators, messages grouped by author, runs of joins/leaves folded into
+// one line, and long messages folded to their first lines until opened. Whenever entries come in (live, or older ones on top), it is all
 // worked out again over the whole list: a few hundred elements, cheap and simple.
 (() => {
   "use strict";
@@ -28,12 +28,19 @@
     and: timeline.dataset.and || "{first} and {second}",
     show: timeline.dataset.show || "Show",
     hide: timeline.dataset.hide || "Hide",
+    more: timeline.dataset.more || "Read more",
+    less: timeline.dataset.less || "Read less",
   };
+  // A message taller than this (in rem) folds to timeline.css's max-height (16rem):
+  // one pasted wall of text, or a few hundred empty lines, no longer fills every
+  // reader's screen many times over. Without JavaScript every message shows in full.
+  const LONG_REM = 24;
   const lang = document.documentElement.lang || undefined;
   const numbers = new Intl.NumberFormat(lang);
   const dayFormat = new Intl.DateTimeFormat(lang, { weekday: "long", day: "numeric", month: "long" });
   const yearFormat = new Intl.DateTimeFormat(lang, { day: "numeric", month: "long", year: "numeric" });
   const expanded = new Set(); // folds the reader opened, by their first entry's id
+  const opened = new Set(); // long messages the reader opened, by entry id
 
   const fill = (template, values) =>
     template.replace(/\{(\w+)\}/g, (_, key) => (key in values ? values[key] : ""));
@@ -106,6 +113,39 @@
     return line;
   }
 
+  function foldLongMessages() {
+    const texts = [...timeline.querySelectorAll(":scope > .entry.message .bubble > .text")];
+    const limit = LONG_REM * parseFloat(getComputedStyle(document.documentElement).fontSize);
+    // Every height read before anything is written: one layout, not one per message.
+    // (scrollHeight is the whole text's height, folded or not.)
+    const long = texts.map((text) => text.scrollHeight > limit);
+    texts.forEach((text, i) => {
+      const next = text.nextElementSibling;
+      let toggle = next && next.classList.contains("more-toggle") ? next : null;
+      if (!long[i]) {
+        text.classList.remove("clamped");
+        if (toggle) toggle.remove();
+        return;
+      }
+      const key = text.closest(".entry").id;
+      const open = opened.has(key);
+      text.classList.toggle("clamped", !open);
+      if (!toggle) {
+        toggle = document.createElement("button");
+        toggle.type = "button";
+        toggle.className = "more-toggle";
+        toggle.addEventListener("click", () => {
+          if (opened.has(key)) opened.delete(key);
+          else opened.add(key);
+          foldLongMessages();
+        });
+        text.after(toggle);
+      }
+      toggle.textContent = open ? words.less : words.more;
+      toggle.setAttribute("aria-expanded", String(open));
+    });
+  }
+
   function shape() {
     for (const made of timeline.querySelectorAll(".day-separator, .fold")) made.remove();
     const entries = [...timeline.querySelectorAll(":scope > .entry")];
@@ -148,6 +188,7 @@
       previous = entry;
     }
     closeRun();
+    foldLongMessages();
     // Our own changes are not news: drop their records.
     observer.takeRecords();
   }
