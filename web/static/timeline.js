@@ -1,8 +1,9 @@
 // The shape of the conversation, computed in the reader's browser (time zone and
 // language are theirs, and the stream's fragments are shared by every reader):
 // day separators, messages grouped by author, runs of joins/leaves folded into
-// one line, and long messages folded to their first lines until opened. Whenever entries come in (live, or older ones on top), it is all
-// worked out again over the whole list: a few hundred elements, cheap and simple.
+// one line, and long messages folded to their first lines until opened. Whenever
+// entries come in (live, or older ones on top), it is all worked out again over
+// the whole list: a few hundred elements, cheap and simple.
 (() => {
   "use strict";
 
